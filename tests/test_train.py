@@ -1,0 +1,115 @@
+"""The real CLI on a tiny random-weight encoder: train -> save -> load -> evaluate -> predict."""
+
+import json
+
+import pytest
+
+from training.cli import main
+from training.config import load_config
+from training.schema import BIO_TAGS
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_encoder_dir, tiny_export_path):
+    root = tmp_path_factory.mktemp("run")
+    overrides = [
+        f"data.source={tiny_export_path}",
+        f"data.dataset_dir={root / 'dataset'}",
+        f"model.name={tiny_encoder_dir}",
+        "model.case_markers=true",
+        "model.max_length=32",
+        "model.stride=8",
+        f"training.output_dir={root / 'model'}",
+        "training.epochs=2",
+        "training.batch_size=8",
+        "training.progress=false",
+        "training.bf16=false",
+    ]
+    args = ["train", "configs/tiny.yaml"] + [x for o in overrides for x in ("--set", o)]
+    assert main(args) == 0
+    return root, overrides
+
+
+def test_model_directory_contents(tiny_run):
+    root, _ = tiny_run
+    model_dir = root / "model"
+    names = {p.name for p in model_dir.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "training_config.yaml",
+            "metrics.json", "README.md", "training_log.json"} <= names
+    assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["id2label"] == {str(i): tag for i, tag in enumerate(BIO_TAGS)}
+    assert not (root / ".model.run").exists()
+    assert load_config(model_dir / "training_config.yaml").model.max_length == 32
+
+
+def test_metrics_have_validation_and_test_in_the_evaluation_format(tiny_run):
+    root, _ = tiny_run
+    metrics = json.loads((root / "model" / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        assert set(metrics[split]) == {"strict", "default", "spans", "documents"}
+        assert 0.0 <= metrics[split]["strict"]["micro"]["f1"] <= 1.0
+    log = json.loads((root / "model" / "training_log.json").read_text())
+    assert [entry["epoch"] for entry in log if "eval_f1" in entry] == [1.0, 2.0]
+    card = (root / "model" / "README.md").read_text()
+    assert "strict micro F1" in card and "sha256" in card and "Tagger.load" in card
+
+
+def test_loads_with_plain_transformers(tiny_run):
+    from transformers import AutoModelForTokenClassification, pipeline
+
+    model_dir = str(tiny_run[0] / "model")
+    model = AutoModelForTokenClassification.from_pretrained(model_dir)
+    assert model.config.id2label[1] == BIO_TAGS[1] and model.config.num_labels == 27
+    ner = pipeline("token-classification", model=model_dir, aggregation_strategy="first")
+    text = "Defence Minister Ahmad met Hanwha in Seoul."
+    for entity in ner(text):
+        assert entity["entity_group"] in {t[2:] for t in BIO_TAGS[1:]}
+        assert text[entity["start"] : entity["end"]].strip()
+
+
+def test_evaluate_writes_json_and_compares(tiny_run, tmp_path, tiny_export_path, capsys):
+    root, overrides = tiny_run
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", str(root / "model"), "--split", "test", "--json", str(out)]) == 0
+    scores = json.loads(out.read_text())
+    assert set(scores) == {"strict", "default", "spans", "documents"}
+    metrics = json.loads((root / "model" / "metrics.json").read_text())
+    assert scores["strict"]["micro"] == pytest.approx(metrics["test"]["strict"]["micro"])
+    assert main(["evaluate", str(root / "model"), str(root / "model"), "--data", str(tiny_export_path)]) == 0
+    assert "strict F1" in capsys.readouterr().out
+
+
+def test_predict_writes_one_json_line_per_document(tiny_run, tmp_path, tiny_export_path):
+    root, _ = tiny_run
+    text_file = tmp_path / "article.txt"
+    text_file.write_text("SEOUL: Defence Minister Ahmad met Hanwha.\n")
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text(json.dumps({"id": "x1", "text": "Ankara and Seoul."}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(root / "model"), str(text_file), str(jsonl), str(tiny_export_path), "--out", str(out)]) == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    tasks = json.loads(tiny_export_path.read_text())
+    assert [line["id"] for line in lines[:2]] == ["article", "x1"] and len(lines) == 2 + len(tasks)
+    texts = {"article": text_file.read_text(), "x1": "Ankara and Seoul."}
+    texts.update({t["data"]["doc_id"]: t["data"]["text"] for t in tasks})
+    for line in lines:
+        for e in line["entities"]:
+            assert set(e) == {"label", "start", "end", "text", "score"}
+            assert texts[line["id"]][e["start"] : e["end"]] == e["text"]
+
+
+def test_a_failed_run_leaves_the_previous_model_intact(tiny_run, tmp_path):
+    root, overrides = tiny_run
+    before = (root / "model" / "model.safetensors").read_bytes()
+    broken = tmp_path / "broken.json"
+    broken.write_text("[{")
+    args = ["train", "configs/tiny.yaml"] + [x for o in overrides for x in ("--set", o)]
+    assert main(args + ["--set", f"data.source={broken}"]) == 2
+    assert (root / "model" / "model.safetensors").read_bytes() == before
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "config file not found" in err and "Traceback" not in err

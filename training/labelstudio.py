@@ -1,0 +1,303 @@
+"""Label Studio tasks -> documents: choose an annotation, rebuild and check its spans.
+
+Input is the JSON export shape (``../shared/notes/labelstudio.md``): a list of tasks, each with
+``data``, ``annotations`` (one per annotator), ``predictions``... Offsets in an export are the
+browser's string indices (UTF-16 code units); they are converted to Python indices here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.config import DataConfig
+from training.errors import DataError
+from training.schema import LABEL_NAMES
+from training.validation import Span, span_problems
+
+
+@dataclass
+class Document:
+    """One annotated article: Python-offset spans over ``text``."""
+
+    id: str
+    text: str
+    spans: list[Span]
+    split: str | None = None
+    task_id: Any = None
+
+
+@dataclass
+class ConversionReport:
+    """What the conversion kept, excluded, ignored and adjusted, task by task."""
+
+    tasks: int = 0
+    kept: int = 0
+    excluded: list[dict] = field(default_factory=list)
+    ignored_results: Counter = field(default_factory=Counter)
+    dropped_spans: Counter = field(default_factory=Counter)
+    adjustments: list[dict] = field(default_factory=list)
+    entities: Counter = field(default_factory=Counter)
+
+    def adjust(self, task_id: Any, message: str) -> None:
+        self.adjustments.append({"task": task_id, "message": message})
+
+    def to_dict(self) -> dict:
+        return {
+            "tasks": self.tasks,
+            "documents_kept": self.kept,
+            "documents_excluded": len(self.excluded),
+            "excluded": self.excluded,
+            "entities_per_label": dict(sorted(self.entities.items())),
+            "ignored_results": dict(self.ignored_results),
+            "dropped_spans": dict(self.dropped_spans),
+            "adjustments": self.adjustments,
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"tasks: {self.tasks}, documents kept: {self.kept}, excluded: {len(self.excluded)}",
+            "entities: " + ", ".join(f"{k} {v}" for k, v in sorted(self.entities.items())),
+        ]
+        if self.excluded:
+            reasons = Counter(item["reason"] for item in self.excluded)
+            lines.append("excluded: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
+        if self.ignored_results:
+            lines.append(
+                "ignored results: " + ", ".join(f"{k} {v}" for k, v in sorted(self.ignored_results.items()))
+            )
+        if self.dropped_spans:
+            lines.append(
+                "dropped spans: " + ", ".join(f"{k} {v}" for k, v in sorted(self.dropped_spans.items()))
+            )
+        if self.adjustments:
+            lines.append(f"adjustments: {len(self.adjustments)} (see the saved report)")
+        return "\n".join(lines)
+
+
+def read_export(path: str | Path) -> list[dict]:
+    """Read a Label Studio JSON export; a clear error for anything that is not a task list."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: export file not found")
+    raw = path.read_text(encoding="utf-8-sig")
+    if not raw.strip():
+        raise DataError(f"{path}: the export file is empty")
+    try:
+        tasks = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        first_line = raw.lstrip().split("\n", 1)[0]
+        hint = ""
+        if first_line.startswith("{") and raw.strip().count("\n") > 0:
+            hint = " (it looks like JSONL: export as JSON from Label Studio, a list of tasks)"
+        raise DataError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}{hint}") from None
+    if isinstance(tasks, dict):
+        tasks = [tasks] if "data" in tasks else tasks
+    if not isinstance(tasks, list):
+        raise DataError(f"{path}: expected a JSON list of tasks, got {type(tasks).__name__}")
+    for n, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            raise DataError(f"{path}: item {n} is a {type(task).__name__}, not a task object")
+    return tasks
+
+
+def python_index(text: str, utf16_index: int) -> int | None:
+    """Python string index of a UTF-16 code-unit offset (None if it splits a surrogate pair)."""
+    units = 0
+    for index, ch in enumerate(text):
+        if units == utf16_index:
+            return index
+        units += 2 if ord(ch) > 0xFFFF else 1
+        if units > utf16_index:
+            return None
+    return len(text) if units == utf16_index else None
+
+
+def _has_astral(text: str) -> bool:
+    return any(ord(ch) > 0xFFFF for ch in text)
+
+
+def task_label(task: dict) -> str:
+    """How messages name a task: its id and, where present, its document id."""
+    data = task.get("data") if isinstance(task.get("data"), dict) else {}
+    doc = data.get("doc_id")
+    return f"task {task.get('id')}" + (f" (doc {doc})" if doc else "")
+
+
+def choose_annotation(task: dict, options: DataConfig) -> dict | None:
+    """The annotation that becomes gold: never a cancelled one; ground truth, then latest."""
+    annotations = task.get("annotations") or []
+    usable = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
+    wanted = options.annotation.annotator
+    if wanted is not None:
+        usable = [
+            a
+            for a in usable
+            if a.get("completed_by") == wanted
+            or (isinstance(a.get("completed_by"), dict) and wanted in a["completed_by"].values())
+        ]
+    if not usable:
+        return None
+
+    def recency(a: dict) -> str:
+        return str(a.get("updated_at") or a.get("created_at") or "")
+
+    if options.annotation.prefer == "ground_truth":
+        truths = [a for a in usable if a.get("ground_truth")]
+        if truths:
+            return max(truths, key=recency)
+    return max(usable, key=recency)
+
+
+def _span_from_result(
+    result: dict, text: str, where: str, report: ConversionReport, task_id: Any
+) -> Span | str:
+    """A Span from one labels result, or a string saying why it is invalid."""
+    value = result.get("value")
+    if not isinstance(value, dict):
+        return "result has no value"
+    start, end = value.get("start"), value.get("end")
+    labels = value.get("labels")
+    if not isinstance(start, int) or not isinstance(end, int) or isinstance(start, bool):
+        return f"start/end missing or not integers (start={start!r}, end={end!r})"
+    if not isinstance(labels, list) or not labels:
+        return "no label"
+    if len(labels) > 1:
+        return f"several labels on one span: {labels}"
+    label = labels[0]
+    if label not in LABEL_NAMES:
+        return f"label {label!r} is not in the schema"
+    if start < 0 or end <= start:
+        return f"bad offsets start={start} end={end}"
+    expected = value.get("text")
+    if _has_astral(text):
+        # Browser offsets count UTF-16 code units; convert, unless value.text proves the
+        # offsets were already Python indices (e.g. a task built by a Python script).
+        py_start, py_end = python_index(text, start), python_index(text, end)
+        python_fits = expected is not None and text[start:end] == expected
+        utf16_fits = py_start is not None and py_end is not None
+        if utf16_fits and (expected is None or text[py_start:py_end] == expected):
+            if (py_start, py_end) != (start, end):
+                report.adjust(task_id, f"{where}: UTF-16 offsets {start}:{end} -> {py_start}:{py_end}")
+            start, end = py_start, py_end
+        elif not python_fits:
+            return f"offsets {start}:{end} do not fit the text (UTF-16 or Python)"
+    if end > len(text):
+        return f"offsets {start}:{end} past the end of the text ({len(text)} characters)"
+    surface = text[start:end]
+    if expected is not None and surface != expected:
+        return f"value.text {expected!r} differs from data.text[{start}:{end}] = {surface!r}"
+    stripped = surface.strip()
+    if not stripped:
+        return "span covers only whitespace"
+    if stripped != surface:
+        lead = len(surface) - len(surface.lstrip())
+        new_start, new_end = start + lead, start + lead + len(stripped)
+        report.adjust(task_id, f"{where}: trimmed whitespace {start}:{end} -> {new_start}:{new_end}")
+        start, end = new_start, new_end
+    return Span(start, end, label)
+
+
+def task_to_document(task: dict, options: DataConfig, report: ConversionReport) -> Document | None:
+    """Convert one task, or exclude it (counted in ``report``); bad spans follow the policy."""
+    name = task_label(task)
+    data = task.get("data")
+    if not isinstance(data, dict):
+        raise DataError(f"{name}: has no 'data' object")
+    if options.text_field not in data:
+        raise DataError(
+            f"{name}: data has no {options.text_field!r} field (fields: {sorted(data)});"
+            " set data.text_field in the config"
+        )
+    text = data[options.text_field]
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{name}: data.{options.text_field} is empty or not a string")
+    task_id = task.get("id")
+    annotation = choose_annotation(task, options)
+    if annotation is None:
+        reason = "only cancelled annotations" if task.get("annotations") else "no annotation"
+        report.excluded.append({"task": task_id, "reason": reason})
+        return None
+    spans: list[Span] = []
+    for n, result in enumerate(annotation.get("result") or []):
+        if not isinstance(result, dict):
+            raise DataError(f"{name}: result {n} is not an object")
+        kind = result.get("type")
+        if kind != "labels":
+            report.ignored_results[str(kind)] += 1
+            continue
+        if options.from_name is not None and result.get("from_name") != options.from_name:
+            report.ignored_results[f"labels from {result.get('from_name')!r}"] += 1
+            continue
+        where = f"result {n} (id {result.get('id')})"
+        span = _span_from_result(result, text, where, report, task_id)
+        if isinstance(span, str):
+            _invalid(options, report, name, task_id, where, span)
+            continue
+        spans.append(span)
+    spans = _remove_overlaps(spans, text, options, report, name, task_id)
+    doc_id = str(data.get("doc_id", task_id))
+    split = data.get(options.split.field)
+    if split is not None and split not in ("train", "validation", "test"):
+        raise DataError(f"{name}: data.{options.split.field} = {split!r} is not train/validation/test")
+    return Document(id=doc_id, text=text, spans=spans, split=split, task_id=task_id)
+
+
+def _invalid(
+    options: DataConfig, report: ConversionReport, name: str, task_id: Any, where: str, why: str
+) -> None:
+    if options.invalid_spans == "error":
+        raise DataError(f"{name}: {where}: {why} (set data.invalid_spans: drop to skip such spans)")
+    report.dropped_spans[why.split(" (")[0].split(":")[0]] += 1
+    report.adjust(task_id, f"{where}: dropped: {why}")
+
+
+def _remove_overlaps(
+    spans: list[Span], text: str, options: DataConfig, report: ConversionReport, name: str, task_id: Any
+) -> list[Span]:
+    kept: list[Span] = []
+    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
+        if kept and span.start < kept[-1].end:
+            other = kept[-1]
+            what = "duplicate span" if (other.start, other.end) == (span.start, span.end) else "overlaps"
+            _invalid(
+                options,
+                report,
+                name,
+                task_id,
+                f"span [{span.start}:{span.end}] {span.label} {text[span.start : span.end]!r}",
+                f"{what} [{other.start}:{other.end}] {other.label}",
+            )
+            continue
+        kept.append(span)
+    return kept
+
+
+def convert_tasks(tasks: Iterable[dict], options: DataConfig) -> tuple[list[Document], ConversionReport]:
+    """Documents from tasks, plus the report of everything kept, excluded and adjusted."""
+    report = ConversionReport()
+    documents: list[Document] = []
+    seen: dict[str, Any] = {}
+    for task in tasks:
+        report.tasks += 1
+        document = task_to_document(task, options, report)
+        if document is None:
+            continue
+        if document.id in seen:
+            raise DataError(
+                f"{task_label(task)}: duplicate document id {document.id!r} (also task {seen[document.id]})"
+            )
+        seen[document.id] = document.task_id
+        documents.append(document)
+        report.entities.update(span.label for span in document.spans)
+    report.kept = len(documents)
+    return documents, report
+
+
+def document_problems(documents: Sequence[Document]) -> list[str]:
+    """Span hygiene findings (trimming, boundaries, determiners) of converted documents."""
+    return [str(p) for d in documents for p in span_problems(d.text, d.spans, d.id)]

@@ -1,0 +1,78 @@
+"""The model card (``README.md`` in a model directory), filled from the real run's numbers."""
+
+from __future__ import annotations
+
+from training.config import Config
+from training.evaluate import format_scores, worst_labels
+
+
+def render_model_card(
+    config: Config,
+    metrics: dict,
+    label_counts: dict[str, dict[str, int]],
+    data_sha256: str,
+) -> str:
+    """Markdown: labels and counts, data and its hash, config, test scores, weaknesses, usage."""
+    labels = sorted({label for counts in label_counts.values() for label in counts})
+    count_rows = "\n".join(
+        f"| {label} | "
+        + " | ".join(
+            str(label_counts.get(split, {}).get(label, 0)) for split in ("train", "validation", "test")
+        )
+        + " |"
+        for label in labels
+    )
+    test = metrics["test"]
+    weak = ", ".join(f"{label} (F1 {f1:.2f})" for label, f1 in worst_labels(test))
+    return f"""---
+library_name: transformers
+pipeline_tag: token-classification
+tags: [ner, token-classification, diplomacy, defence]
+---
+
+# {config.name}: entity tagger for diplomacy and defence-industry news
+
+Fine-tuned from `{config.model.name}` by `python -m training train` on `{config.data.source}`
+(sha256 `{data_sha256}`).
+
+## Scores on the test split
+
+Entity-level, seqeval strict IOB2 (P/R/F1) and default mode (F1 def), micro over
+{test["documents"]} documents: **strict micro F1 {test["strict"]["micro"]["f1"]:.3f}**.
+
+```
+{format_scores(test)}
+```
+
+Known weaknesses (lowest F1 on test): {weak}.
+
+## Labels and their counts (entities per split)
+
+| label | train | validation | test |
+|---|---|---|---|
+{count_rows}
+
+## How to load
+
+```python
+from training import Tagger
+tagger = Tagger.load("{config.training.output_dir}")
+tagger("South Korea's ambassador Yeo Seung-Bae met officials in Kuala Lumpur.")
+```
+
+With plain `transformers` (no project code):
+
+```python
+from transformers import pipeline
+ner = pipeline("token-classification", model="{config.training.output_dir}", aggregation_strategy="first")
+```
+
+`Tagger` handles articles of any length (overlapping windows of {config.model.max_length}
+tokens, stride {config.model.stride}); a plain pipeline truncates unless given `stride`.
+
+## Training configuration
+
+```yaml
+{config.to_yaml().rstrip()}
+```
+"""

