@@ -21,8 +21,25 @@ from training.validation import Span
 
 def test_word_tokenizer_splits_punctuation_hyphens_and_possessives():
     words, spans = tokenize_words("South Korea’s F-16s cost US$1.2 billion, Seung-Bae's.")
-    assert words == ["South", "Korea", "’s", "F", "-", "16s", "cost", "US", "$", "1.2", "billion",
-                     ",", "Seung", "-", "Bae", "'s", "."]
+    assert words == [
+        "South",
+        "Korea",
+        "’s",
+        "F",
+        "-",
+        "16s",
+        "cost",
+        "US",
+        "$",
+        "1.2",
+        "billion",
+        ",",
+        "Seung",
+        "-",
+        "Bae",
+        "'s",
+        ".",
+    ]
     text = "South Korea’s F-16s cost US$1.2 billion, Seung-Bae's."
     assert all(text[s:e] == w for w, (s, e) in zip(words, spans))
 
@@ -50,7 +67,9 @@ def test_lenient_decoding_of_invalid_i_tags():
 
 
 def _docs(n, split=None):
-    return [Document(id=f"d{i}", text=f"Seoul {i}.", spans=[Span(0, 5, "GPE")], split=split) for i in range(n)]
+    return [
+        Document(id=f"d{i}", text=f"Seoul {i}.", spans=[Span(0, 5, "GPE")], split=split) for i in range(n)
+    ]
 
 
 def test_named_splits_win_and_the_rest_is_seeded():
@@ -58,7 +77,9 @@ def test_named_splits_win_and_the_rest_is_seeded():
     docs = _docs(20) + [Document(id="t", text="Seoul.", spans=[], split="test")]
     first = assign_splits(docs, options)
     again = assign_splits(list(reversed(docs)), options)
-    assert {k: [d.id for d in v] for k, v in first.items()} == {k: [d.id for d in v] for k, v in again.items()}
+    assert {k: [d.id for d in v] for k, v in first.items()} == {
+        k: [d.id for d in v] for k, v in again.items()
+    }
     assert "t" in [d.id for d in first["test"]]
     assert [len(first[s]) for s in ("train", "validation", "test")] == [14, 3, 4]
     other = assign_splits(docs, DataConfig(split={"seed": 99}))
@@ -66,7 +87,15 @@ def test_named_splits_win_and_the_rest_is_seeded():
 
 
 def test_build_dataset_features_and_misaligned_policy():
-    docs = [Document(id="a", text="The F-16s flew to Seoul.", spans=[Span(4, 8, "EQUIPMENT"), Span(18, 23, "GPE")], split="train", task_id=3)]
+    docs = [
+        Document(
+            id="a",
+            text="The F-16s flew to Seoul.",
+            spans=[Span(4, 8, "EQUIPMENT"), Span(18, 23, "GPE")],
+            split="train",
+            task_id=3,
+        )
+    ]
     with pytest.raises(DataError, match=r"doc a \(task 3\).*'F-16'.*word boundaries"):
         build_dataset(docs, DataConfig(), ConversionReport())
     report = ConversionReport()
@@ -80,7 +109,9 @@ def test_build_dataset_features_and_misaligned_policy():
 
 
 def test_build_from_config_saves_dataset_and_report(tmp_path):
-    tasks = [make_task(i, f"Seoul signed deal number {i}.", [(0, 5, "GPE")], doc_id=f"d{i}") for i in range(10)]
+    tasks = [
+        make_task(i, f"Seoul signed deal number {i}.", [(0, 5, "GPE")], doc_id=f"d{i}") for i in range(10)
+    ]
     tasks.append(make_task(99, "Nothing.", [], annotations=[]))
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))

@@ -34,8 +34,15 @@ def test_model_directory_contents(tiny_run):
     root, _ = tiny_run
     model_dir = root / "model"
     names = {p.name for p in model_dir.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "training_config.yaml",
-            "metrics.json", "README.md", "training_log.json"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "training_config.yaml",
+        "metrics.json",
+        "README.md",
+        "training_log.json",
+    } <= names
     assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
     config = json.loads((model_dir / "config.json").read_text())
     assert config["id2label"] == {str(i): tag for i, tag in enumerate(BIO_TAGS)}
@@ -51,6 +58,10 @@ def test_metrics_have_validation_and_test_in_the_evaluation_format(tiny_run):
         assert 0.0 <= metrics[split]["strict"]["micro"]["f1"] <= 1.0
     log = json.loads((root / "model" / "training_log.json").read_text())
     assert [entry["epoch"] for entry in log if "eval_f1" in entry] == [1.0, 2.0]
+    # The Trainer's per-epoch F1 (document level, owned windows) is the same computation as the
+    # final evaluation: the best epoch's score must equal the saved model's validation score.
+    best = max(entry["eval_f1"] for entry in log if "eval_f1" in entry)
+    assert best == pytest.approx(metrics["validation"]["strict"]["micro"]["f1"])
     card = (root / "model" / "README.md").read_text()
     assert "strict micro F1" in card and "sha256" in card and "Tagger.load" in card
 
@@ -87,7 +98,20 @@ def test_predict_writes_one_json_line_per_document(tiny_run, tmp_path, tiny_expo
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text(json.dumps({"id": "x1", "text": "Ankara and Seoul."}) + "\n")
     out = tmp_path / "out.jsonl"
-    assert main(["predict", str(root / "model"), str(text_file), str(jsonl), str(tiny_export_path), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(root / "model"),
+                str(text_file),
+                str(jsonl),
+                str(tiny_export_path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     tasks = json.loads(tiny_export_path.read_text())
     assert [line["id"] for line in lines[:2]] == ["article", "x1"] and len(lines) == 2 + len(tasks)

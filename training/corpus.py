@@ -135,7 +135,9 @@ def assign_corpus_splits(articles: Sequence[Article]) -> list[Article]:
         if "split" in article.meta:
             continue
         slot = position % 20
-        article.meta["split"] = "test" if slot in (2, 9, 16) else "validation" if slot in (5, 12, 19) else "train"
+        article.meta["split"] = (
+            "test" if slot in (2, 9, 16) else "validation" if slot in (5, 12, 19) else "train"
+        )
         changed.append(article)
     return changed
 

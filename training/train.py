@@ -63,6 +63,25 @@ def check_output_writable(output_dir: Path) -> None:
         raise TrainingError(f"{parent}: output location is not writable")
 
 
+def _trainer_class():
+    """``Trainer`` that evaluates windows in dataset order.
+
+    With ``train_sampling_strategy="group_by_length"`` transformers also length-groups the
+    evaluation sampler, which shuffles windows; ``compute_metrics`` maps predictions back to
+    documents by window position, so evaluation must stay sequential.
+    """
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class DocumentOrderTrainer(Trainer):
+        def _get_eval_sampler(self, eval_dataset):
+            if self.args.world_size <= 1:
+                return SequentialSampler(eval_dataset)
+            return None
+
+    return DocumentOrderTrainer
+
+
 def document_metrics_fn(windows, gold_rows):
     """``compute_metrics`` for the Trainer: document-level seqeval from owned-word predictions."""
     from training.alignment import owned_predictions
@@ -86,7 +105,6 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     from transformers import (
         DataCollatorForTokenClassification,
         EarlyStoppingCallback,
-        Trainer,
         TrainingArguments,
         set_seed,
     )
@@ -167,7 +185,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     callbacks = []
     if t.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model,
         args=args,
         train_dataset=Dataset.from_dict(train_windows.as_columns()),

