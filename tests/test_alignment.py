@@ -1,5 +1,8 @@
 from collections import Counter
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from training.alignment import IGNORE, encode_documents, owned_predictions
 from training.dataset import tokenize_words
 from training.modeling import load_tokenizer
@@ -48,3 +51,35 @@ def test_owned_only_labels_each_word_once(tiny_encoder_dir):
     assert labelled == len(words)
     merged = owned_predictions(windows, windows.labels, [len(words)])
     assert merged[0] == tags
+
+
+WORDS = st.lists(
+    st.sampled_from(
+        ["Seoul", "met", "Ankara", "F", "-", "16s", "US", "$", "1.2", "bn", "😀", "ambassador", "x"]
+    ),
+    min_size=1,
+    max_size=120,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(documents=st.lists(WORDS, min_size=1, max_size=4), max_length=st.integers(16, 64), data=st.data())
+def test_any_documents_split_and_merge_back_exactly(tiny_encoder_dir, documents, max_length, data):
+    tokenizer = _tokenizer(tiny_encoder_dir)
+    stride = data.draw(st.integers(0, max_length // 2 - 2))
+    tags = [[data.draw(st.integers(0, 26)) for _ in words] for words in documents]
+    windows = encode_documents(
+        tokenizer, documents, tags, max_length=max_length, stride=stride, label_owned_only=True
+    )
+    assert all(len(ids) <= max_length for ids in windows.input_ids)
+    merged = owned_predictions(windows, windows.labels, [len(w) for w in documents])
+    assert merged == tags
+
+
+_TOKENIZERS = {}
+
+
+def _tokenizer(directory):
+    if directory not in _TOKENIZERS:
+        _TOKENIZERS[directory] = load_tokenizer(str(directory), True)
+    return _TOKENIZERS[directory]

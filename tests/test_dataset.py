@@ -128,3 +128,16 @@ def test_build_from_config_saves_dataset_and_report(tmp_path):
 def test_conversion_of_the_fixture_export(tiny_tasks):
     docs, report = convert_tasks(tiny_tasks, DataConfig())
     assert report.kept == len(tiny_tasks) and not report.adjustments
+
+
+def test_splits_built_in_chunks_equal_one_chunk(monkeypatch, tiny_tasks):
+    import training.dataset as dataset_module
+
+    docs, _ = convert_tasks(tiny_tasks, DataConfig())
+    whole = build_dataset(docs, DataConfig(), ConversionReport())
+    monkeypatch.setattr(dataset_module, "BUILD_CHUNK", 2)
+    chunked = build_dataset(docs, DataConfig(), ConversionReport())
+    assert max(len(split) for split in whole.values()) > 2, "the fixture must span several chunks"
+    for name in whole:
+        assert chunked[name].features == whole[name].features
+        assert chunked[name].to_list() == whole[name].to_list()

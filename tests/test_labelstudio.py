@@ -62,7 +62,7 @@ def test_ground_truth_wins_then_latest_then_chosen_annotator():
     (doc,), _ = convert([task], annotation={"annotator": 7})
     assert doc.spans == [Span(0, 5, "GPE")]
     docs, report = convert([task], annotation={"annotator": 9})
-    assert docs == [] and report.excluded[0]["reason"] == "only cancelled annotations"
+    assert docs == [] and report.excluded[0]["reason"] == "no annotation by annotator 9"
 
 
 def test_value_text_mismatch_is_an_error_naming_the_task():
@@ -169,3 +169,26 @@ def test_read_export_round_trip(tmp_path):
     path = tmp_path / "export.json"
     path.write_text(json.dumps([make_task(1, TEXT, [])]))
     assert read_export(path)[0]["id"] == 1
+
+
+def test_iter_export_streams_tasks_before_a_later_error(tmp_path):
+    from training.labelstudio import iter_export
+
+    path = tmp_path / "export.json"
+    good = json.dumps(make_task(1, TEXT, [(0, 5, "GPE")]))
+    path.write_bytes(b"\xef\xbb\xbf  [" + good.encode() + b", {broken")
+    tasks = iter_export(path)
+    assert next(tasks)["id"] == 1, "the first task arrives before the file is read to its end"
+    with pytest.raises(DataError, match=r"export.json: not valid JSON \(after 1 tasks\)"):
+        next(tasks)
+
+
+def test_iter_export_keeps_numbers_as_python_numbers(tmp_path):
+    from training.labelstudio import iter_export
+
+    task = make_task(7, TEXT, [(0, 5, "GPE")])
+    task["meta"] = {"score": 0.25}
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([task]))
+    (streamed,) = iter_export(path)
+    assert streamed == task and type(streamed["meta"]["score"]) is float

@@ -6,17 +6,22 @@ evaluate MODEL_DIR...     score models on a split or an export
 predict MODEL_DIR INPUT   tag text files, JSONL or an export
 validate-data EXPORT      check an export (spans, duplicates, consistency)
 corpus check|build        the bundled corpus' article files and export
+labelstudio start|stop|status   the local Label Studio server (127.0.0.1)
+push project|tasks|predictions  send a project, tasks, pre-annotations to Label Studio
+pull --project ID         snapshot a project's annotated tasks under data/snapshots/
+serve MODEL_DIR           serve a model as a Label Studio ML backend
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
-from training.errors import DataError, TrainingError
+from training.errors import ConfigError, DataError, TrainingError
 
 
 def _config(args: argparse.Namespace):
@@ -66,21 +71,39 @@ def _rows_for_evaluation(args: argparse.Namespace, model_dir: Path) -> list[dict
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_tagger, format_comparison, format_scores, write_json
+    from training.evaluate import compare, format_comparison, format_scores, run_evaluation, write_json
     from training.inference import Tagger
+    from training.label_map import parse_label_map
 
-    results: list[tuple[str, dict]] = []
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap: {args.bootstrap} samples; give 0 (no intervals) or more")
+    label_map = parse_label_map(args.label_map)
+    evaluations, results = [], []
     for model_dir in args.model_dirs:
         rows = _rows_for_evaluation(args, Path(model_dir))
-        scores = evaluate_tagger(Tagger.load(model_dir), rows)
+        evaluation = run_evaluation(Tagger.load(model_dir), rows, label_map=label_map, model_name=model_dir)
+        scores = evaluation.scores(bootstrap=args.bootstrap, seed=args.seed)
+        evaluations.append((model_dir, evaluation))
         results.append((model_dir, scores))
         print(format_scores(scores, title=f"{model_dir} ({args.data or args.split})"))
         print()
-    if len(results) > 1:
-        print(format_comparison(results))
+    comparison = compare(evaluations, args.bootstrap, args.seed) if len(results) > 1 else None
+    if comparison is not None:
+        print(format_comparison(results, comparison))
+    payload = results[0][1] if len(results) == 1 else {"models": dict(results), "comparison": comparison}
     if args.json:
-        payload = results[0][1] if len(results) == 1 else {"models": dict(results)}
         write_json(args.json, payload)
+    if args.report:
+        from training.report import ReportModel, read_training_log, write_report
+
+        models = [
+            ReportModel(name, scores, evaluation.error_records(), read_training_log(name))
+            for (name, scores), (_, evaluation) in zip(results, evaluations)
+        ]
+        page = write_report(
+            args.report, models, comparison, payload, title=f"Evaluation on {args.data or args.split}"
+        )
+        print(f"report: {page}")
     return 0
 
 
@@ -118,7 +141,7 @@ def read_inputs(paths: list[str], text_field: str = "text") -> list[tuple[str, s
 def cmd_predict(args: argparse.Namespace) -> int:
     from training.inference import Tagger
 
-    tagger = Tagger.load(args.model_dir)
+    tagger = Tagger.load(args.model_dir, backend=args.backend, quantize=args.quantize)
     documents = read_inputs(args.inputs)
     entities = tagger([text for _, text in documents])
     lines = [
@@ -209,6 +232,131 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connection(args: argparse.Namespace):
+    from training.labelstudio_client import connect
+
+    return connect(args.url, args.api_key_env)
+
+
+def cmd_labelstudio_start(args: argparse.Namespace) -> int:
+    from training import labelstudio_server
+
+    data_dir = Path(args.data_dir or labelstudio_server.DEFAULT_DATA_DIR)
+    state = labelstudio_server.start(port=args.port, data_dir=data_dir)
+    credentials = labelstudio_server.local_credentials(data_dir)
+    print(f"Label Studio runs at {state.url} (pid {state.pid}, data {state.data_dir}, log {state.log})")
+    print(
+        f"log in as {credentials.username}; the password and API token are in"
+        f" {Path(state.data_dir) / labelstudio_server.CREDENTIALS_FILE} (commands here find them)"
+    )
+    return 0
+
+
+def cmd_labelstudio_stop(args: argparse.Namespace) -> int:
+    from training import labelstudio_server
+
+    state = labelstudio_server.stop(Path(args.data_dir or labelstudio_server.DEFAULT_DATA_DIR))
+    print(f"stopped pid {state.pid} ({state.url})" if state else "no local Label Studio server is running")
+    return 0
+
+
+def cmd_labelstudio_status(args: argparse.Namespace) -> int:
+    from training import labelstudio_server
+
+    state = labelstudio_server.status(Path(args.data_dir or labelstudio_server.DEFAULT_DATA_DIR))
+    if state is None:
+        print("no local Label Studio server is running (python -m training labelstudio start)")
+    else:
+        health = "healthy" if labelstudio_server.healthy(state.url) else "not answering /health"
+        print(f"local server: {state.url} (pid {state.pid}), {health}; log {state.log}")
+    if args.url:
+        health = "healthy" if labelstudio_server.healthy(args.url) else "not answering /health"
+        print(f"{args.url}: {health}")
+    return 0 if state is not None or (args.url and labelstudio_server.healthy(args.url)) else 1
+
+
+def cmd_push_project(args: argparse.Namespace) -> int:
+    from training.labelstudio_client import push_project
+
+    connection = _connection(args)
+    result = push_project(connection, args.title)
+    what = "created" if result.created else "unchanged"
+    if result.config_updated:
+        what = "updated its labeling config"
+    print(f"project {result.id} {result.title!r} on {connection.url}: {what}")
+    return 0
+
+
+def cmd_push_tasks(args: argparse.Namespace) -> int:
+    from training.labelstudio import read_export
+    from training.labelstudio_client import push_tasks
+
+    connection = _connection(args)
+    result = push_tasks(connection, args.project, read_export(args.export))
+    print(
+        f"project {args.project}: imported {result.imported} tasks ({result.annotations} annotations),"
+        f" {result.skipped} already there (same data.doc_id)"
+    )
+    return 0
+
+
+def cmd_push_predictions(args: argparse.Namespace) -> int:
+    from training.inference import Tagger
+    from training.labelstudio_client import push_predictions
+    from training.labelstudio_predictions import model_version
+
+    connection = _connection(args)
+    version = model_version(args.model_dir)
+    tagger = Tagger.load(args.model_dir)
+    ordered = not args.keep_order
+    result = push_predictions(connection, args.project, tagger, version, order_by_uncertainty=ordered)
+    print(
+        f"project {args.project}: {result.predicted} tasks pre-annotated by {version},"
+        f" {result.already_predicted} already had its predictions"
+    )
+    if result.scores:
+        print(f"task scores (confidence) from {min(result.scores):.3f} to {max(result.scores):.3f}")
+    if not args.keep_order:
+        print("annotators now get the least confident tasks first (project sampling: Uncertainty sampling)")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from training.labelstudio_client import pull, summary
+
+    snapshot = pull(_connection(args), args.project, out=args.out, since=args.since)
+    print(summary(snapshot))
+    print(f"train on it: set data.source: {snapshot.export_path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import threading
+
+    from training.ml_backend import load_predictor, make_server, serve
+
+    predictor = load_predictor(args.model_dir)
+    server = make_server(predictor, args.host, args.port)
+    host, port = server.server_address[:2]
+    backend_url = f"http://{host}:{port}"
+    print(f"ML backend for {predictor.version} at {backend_url} (Ctrl-C stops it)", flush=True)
+    if args.connect is not None:
+        from training.labelstudio_client import connect_ml_backend
+
+        # Label Studio calls /health and /setup while connecting: serve first.
+        thread = threading.Thread(target=serve, args=(server,), daemon=True)
+        thread.start()
+        backend = connect_ml_backend(_connection(args), args.connect, backend_url)
+        print(f"connected to project {args.connect} as ML backend {backend}", flush=True)
+        try:
+            thread.join()
+        except KeyboardInterrupt:
+            server.shutdown()
+        return 0
+    serve(server)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -238,12 +386,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config naming the data (default: the model's own)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--json", metavar="OUT.json", help="write the scores as JSON")
+    p.add_argument("--report", metavar="DIR", help="write DIR/index.html, errors.jsonl and scores.json")
+    p.add_argument(
+        "--label-map",
+        metavar="A=B,...|FILE",
+        help="rename labels on both sides before scoring (LOC=GPE; MISC=O drops one), or a .json/.yaml map",
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap samples (0: none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_evaluate)
 
     p = verbs.add_parser("predict", help="tag documents")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt, .jsonl (text field) or .json export")
     p.add_argument("--out", metavar="FILE.jsonl")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: ONNX Runtime")
+    p.add_argument("--quantize", choices=["int8"], help="with --backend onnx: int8 weights")
     p.set_defaults(func=cmd_predict)
 
     p = verbs.add_parser("validate-data", help="check exports: spans, duplicates, consistency")
@@ -263,6 +421,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/corpus.json")
     p.add_argument("--assign-splits", action="store_true", help="give a split to articles without one")
     p.set_defaults(func=cmd_corpus_build)
+
+    def with_server(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--url",
+            default=os.environ.get("LABEL_STUDIO_URL"),
+            help="Label Studio URL (default: $LABEL_STUDIO_URL)",
+        )
+        p.add_argument(
+            "--api-key-env",
+            default="LABEL_STUDIO_API_KEY",
+            metavar="VAR",
+            help="environment variable holding the API key (default: LABEL_STUDIO_API_KEY)",
+        )
+
+    labelstudio = verbs.add_parser("labelstudio", help="the local Label Studio server (127.0.0.1 only)")
+    labelstudio_verbs = labelstudio.add_subparsers(dest="labelstudio_verb", required=True)
+    for name, func, text in (
+        ("start", cmd_labelstudio_start, "start it and wait until it answers"),
+        ("stop", cmd_labelstudio_stop, "stop the process that start recorded"),
+        ("status", cmd_labelstudio_status, "is it running and healthy"),
+    ):
+        p = labelstudio_verbs.add_parser(name, help=text)
+        p.add_argument("--data-dir", help="server data dir (default: .labelstudio/data in the project)")
+        if name == "start":
+            p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: %(default)s)")
+        if name == "status":
+            p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"), help="also check this server")
+        p.set_defaults(func=func)
+
+    push = verbs.add_parser("push", help="send a project, tasks or predictions to Label Studio")
+    push_verbs = push.add_subparsers(dest="push_verb", required=True)
+    p = push_verbs.add_parser("project", help="find or create the project (labeling config from the schema)")
+    p.add_argument("--title", required=True)
+    with_server(p)
+    p.set_defaults(func=cmd_push_project)
+    p = push_verbs.add_parser("tasks", help="import an export's tasks and annotations (keyed on data.doc_id)")
+    p.add_argument("export", metavar="EXPORT.json")
+    p.add_argument("--project", type=int, required=True, metavar="ID")
+    with_server(p)
+    p.set_defaults(func=cmd_push_tasks)
+    p = push_verbs.add_parser("predictions", help="pre-annotate unannotated tasks with a model")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--project", type=int, required=True, metavar="ID")
+    p.add_argument(
+        "--keep-order", action="store_true", help="leave the project's task order (no uncertainty sampling)"
+    )
+    with_server(p)
+    p.set_defaults(func=cmd_push_predictions)
+
+    p = verbs.add_parser("pull", help="snapshot a project's annotated tasks (export JSON + manifest)")
+    p.add_argument("--project", type=int, required=True, metavar="ID")
+    p.add_argument("--since", metavar="TIMESTAMP", help="only annotations created/updated since (ISO 8601)")
+    p.add_argument("--out", metavar="DIR", help="snapshot dir (default: data/snapshots/project-ID-TIME)")
+    with_server(p)
+    p.set_defaults(func=cmd_pull)
+
+    p = verbs.add_parser("serve", help="serve a model as a Label Studio ML backend")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    p.add_argument("--connect", type=int, metavar="PROJECT", help="also connect it to this project")
+    with_server(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -46,11 +46,27 @@ class SplitConfig(_Section):
         return self
 
 
+class LabelStudioSource(_Section):
+    """A Label Studio project to pull (into a snapshot) instead of an export file."""
+
+    # Server URL; None: $LABEL_STUDIO_URL, else the local server (python -m training labelstudio start).
+    url: str | None = None
+    project: int = Field(ge=1)
+    # The environment variable that holds the API key; the key itself never goes in a config.
+    api_key_env: str = Field("LABEL_STUDIO_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # Only tasks with annotations created or updated at or after this ISO 8601 time.
+    since: str | None = None
+    # Where snapshots go (ignored by git).
+    snapshot_dir: Path = Path("data/snapshots")
+
+
 class DataConfig(_Section):
     """Where the annotated tasks come from and how they become a dataset."""
 
     # A Label Studio JSON export (a list of tasks).
     source: Path = Path("data/corpus.json")
+    # Pull this Label Studio project into a snapshot and use it as the source instead.
+    label_studio: LabelStudioSource | None = None
     # Where the built DatasetDict (and its conversion report) is saved.
     dataset_dir: Path = Path("data/dataset/default")
     text_field: str = "text"
@@ -59,7 +75,15 @@ class DataConfig(_Section):
     annotation: AnnotationChoice = AnnotationChoice()
     # error: stop at the first bad span, naming task and span; drop: skip it and count it.
     invalid_spans: Literal["error", "drop"] = "error"
+    # Tasks with identical text (e.g. imported twice): an error, or keep the first and count.
+    duplicate_texts: Literal["error", "keep_first"] = "error"
     split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if self.label_studio is not None and "source" in self.model_fields_set:
+            raise ValueError("set data.source (a file) or data.label_studio (a server), not both")
+        return self
 
 
 class ModelConfig(_Section):
@@ -103,8 +127,6 @@ class TrainingConfig(_Section):
     # Batches of similar length: less padding, faster steps.
     group_by_length: bool = True
     logging_steps: int = Field(10, ge=1)
-    # Cap on optimisation steps (None: run all epochs); tests use it.
-    max_steps: int | None = Field(None, ge=1)
     # Show progress bars.
     progress: bool = True
 

@@ -17,16 +17,27 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value, load_from_disk
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    List,
+    Value,
+    concatenate_datasets,
+    load_from_disk,
+)
 from datasets import Sequence as HFSequence
 
 from training.config import Config, DataConfig
 from training.errors import DataError
-from training.labelstudio import ConversionReport, Document, convert_tasks, read_export
-from training.schema import BIO_TAGS, OUTSIDE
+from training.labelstudio import ConversionReport, Document, convert_tasks, iter_export
+from training.schema import BIO_TAGS, LABEL2ID, OUTSIDE
 from training.validation import Span
 
 SPLITS = ("train", "validation", "test")
+# Documents turned into Arrow at a time when building a split (bounds the Python-object peak).
+BUILD_CHUNK = 1000
 # Numbers with separators stay whole (1,200 / 3.5); possessive 's is its own word;
 # other runs of letters/digits are words; every other non-space character stands alone.
 WORD_PATTERN = re.compile(r"\d+(?:[.,]\d+)+|['’][sS](?!\w)|[^\W_]+|\S")
@@ -126,7 +137,7 @@ def document_record(document: Document) -> tuple[dict, list[Span]]:
         "entities": [{"start": s.start, "end": s.end, "label": s.label} for s in document.spans],
         "tokens": words,
         "token_spans": [list(span) for span in word_spans],
-        "ner_tags": [BIO_TAGS.index(tag) for tag in tags],
+        "ner_tags": [LABEL2ID[tag] for tag in tags],
     }
     return row, misaligned
 
@@ -136,10 +147,16 @@ def build_dataset(
 ) -> DatasetDict:
     """The DatasetDict of ``documents``; misaligned entities follow ``options.invalid_spans``."""
     splits = assign_splits(documents, options)
-    columns: dict[str, dict[str, list]] = {}
-    for split, docs in splits.items():
+    return DatasetDict({split: _split_dataset(docs, options, report) for split, docs in splits.items()})
+
+
+def _split_dataset(docs: Sequence[Document], options: DataConfig, report: ConversionReport) -> Dataset:
+    # Rows become Arrow a chunk at a time: the words, spans and tags of a large export never
+    # exist as Python lists all at once (they are several times the size of their Arrow form).
+    parts = []
+    for first in range(0, len(docs), BUILD_CHUNK):
         rows: dict[str, list] = {name: [] for name in FEATURES}
-        for document in docs:
+        for document in docs[first : first + BUILD_CHUNK]:
             row, misaligned = document_record(document)
             for span in misaligned:
                 message = (
@@ -153,8 +170,10 @@ def build_dataset(
                 report.adjust(document.task_id, message + ": not tagged")
             for name, value in row.items():
                 rows[name].append(value)
-        columns[split] = rows
-    return DatasetDict({split: Dataset.from_dict(rows, features=FEATURES) for split, rows in columns.items()})
+        parts.append(Dataset.from_dict(rows, features=FEATURES))
+    if not parts:
+        return Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
 def write_atomically(path: Path, write) -> None:
@@ -190,11 +209,31 @@ def save_dataset(dataset: DatasetDict, report: ConversionReport, directory: Path
 
 def load_documents(options: DataConfig) -> tuple[list[Document], ConversionReport]:
     """Read the configured export and convert its tasks."""
-    return convert_tasks(read_export(options.source), options)
+    return convert_tasks(iter_export(options.source), options)
+
+
+def resolve_source(config: Config) -> Config:
+    """``config`` with a file source: a ``data.label_studio`` project is pulled into a snapshot first.
+
+    The returned config names the snapshot's export (and no server), so the config saved with
+    a model rebuilds exactly the data it was trained on.
+    """
+    if config.data.label_studio is None:
+        return config
+    from training.labelstudio_client import pull_source, summary
+
+    snapshot = pull_source(config.data.label_studio)
+    print(f"pulled {summary(snapshot)}")
+    data = config.data.model_copy(update={"source": snapshot.export_path, "label_studio": None})
+    return config.model_copy(update={"data": data})
 
 
 def build_from_config(config: Config, save: bool = True) -> tuple[DatasetDict, ConversionReport]:
-    """``python -m training dataset``: export -> DatasetDict (saved under ``data.dataset_dir``)."""
+    """``python -m training dataset``: export -> DatasetDict (saved under ``data.dataset_dir``).
+
+    A Label Studio source (``data.label_studio``) is pulled first (``resolve_source``).
+    """
+    config = resolve_source(config)
     documents, report = load_documents(config.data)
     if not documents:
         raise DataError(f"{config.data.source}: no task has a usable annotation")

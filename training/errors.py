@@ -17,3 +17,7 @@ class ConfigError(TrainingError):
 
 class ModelError(TrainingError):
     """A model that cannot be resolved, loaded or does not fit the data."""
+
+
+class LabelStudioError(TrainingError):
+    """A Label Studio server that cannot be started, reached or used; the message says what to fix."""

@@ -7,23 +7,32 @@
 Texts are split into words once, tokenized once into overlapping windows, batched across
 documents in length order with dynamic padding, and merged back per word (each word read from
 the window where it is most central). Entities carry character offsets into the input.
+
+Backends: PyTorch (``inference_mode``; bf16 autocast where the hardware has fast bf16, see
+``precision``) or ONNX Runtime (``Tagger.load(DIR, backend="onnx", quantize="int8")``, the
+graph exported once and cached beside the model by ``training.onnx_backend``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from training.alignment import Windows, encode_documents, owned_predictions
 from training.dataset import tags_to_word_ranges, tokenize_words
+from training.errors import ModelError
 from training.schema import OUTSIDE
 
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_STRIDE = 64
+BACKENDS = ("torch", "onnx")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -51,23 +60,66 @@ class Tagger:
         max_length: int = DEFAULT_MAX_LENGTH,
         stride: int = DEFAULT_STRIDE,
         batch_size: int = 16,
+        precision: str = "auto",
+        threads: int | None = None,
     ) -> None:
-        self.model = model.eval()
+        """``model``: a ``transformers`` token-classification model or an ONNX classifier.
+
+        ``precision``: ``auto`` runs PyTorch models under bf16 autocast where the hardware has
+        fast bf16 (CUDA with bf16, CPUs with AVX-512 BF16/AMX) and in fp32 elsewhere; ``fp32``
+        and ``bf16`` force one. ``threads`` sets PyTorch's (process-wide) intra-op threads.
+        """
+        if precision not in PRECISIONS:
+            raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
+        self.is_torch = isinstance(model, torch.nn.Module)
+        self.model = model.eval() if self.is_torch else model
+        if not self.is_torch and precision == "bf16":
+            raise ModelError("precision='bf16' needs the torch backend; ONNX graphs run in fp32 or int8")
+        if threads is not None and self.is_torch:
+            torch.set_num_threads(threads)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.stride = stride
         self.batch_size = batch_size
+        self.bf16 = self.is_torch and (precision == "bf16" or (precision == "auto" and _fast_bf16(model)))
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
 
     @classmethod
-    def load(cls, model_dir: str | Path, **kwargs) -> Tagger:
+    def load(
+        cls,
+        model_dir: str | Path,
+        allow_pickle: bool = False,
+        *,
+        backend: str = "torch",
+        quantize: str | None = None,
+        onnx_cache_dir: str | Path | None = None,
+        **kwargs,
+    ) -> Tagger:
         """A Tagger for a model directory written by ``python -m training train``.
 
-        Window length and stride default to the ones the model was trained with.
+        Window length and stride default to the ones the model was trained with. Pickled
+        weights are refused unless ``allow_pickle`` (they can run code when loaded).
+        ``backend="onnx"`` runs the model in ONNX Runtime (exported on first use and cached in
+        ``<model_dir>/onnx/`` or ``onnx_cache_dir``); ``quantize="int8"`` with it uses
+        dynamically quantized int8 weights.
         """
         from training.modeling import load_trained
 
-        model, tokenizer = load_trained(model_dir)
+        if backend not in BACKENDS:
+            raise ModelError(f"backend={backend!r}: use one of {BACKENDS}")
+        if backend == "onnx":
+            from transformers import AutoTokenizer
+
+            from training.onnx_backend import load_onnx_model
+
+            model = load_onnx_model(
+                model_dir, quantize=quantize, threads=kwargs.get("threads"), cache_dir=onnx_cache_dir
+            )
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        elif quantize is not None:
+            raise ModelError(f"quantize={quantize!r} needs backend='onnx'")
+        else:
+            model, tokenizer = load_trained(model_dir, allow_pickle=allow_pickle)
         saved = Path(model_dir) / "training_config.yaml"
         if saved.is_file():
             model_section = (yaml.safe_load(saved.read_text()) or {}).get("model", {})
@@ -85,23 +137,37 @@ class Tagger:
         return encode_documents(self.tokenizer, words, max_length=self.max_length, stride=self.stride)
 
     @torch.inference_mode()
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
+        """Float32 logits (on the CPU) of one padded batch, from whichever backend runs the model."""
+        if not self.is_torch:
+            return torch.from_numpy(self.model(input_ids, attention_mask))
+        device = next(self.model.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(
+                input_ids=torch.from_numpy(input_ids).to(device),
+                attention_mask=torch.from_numpy(attention_mask).to(device),
+            ).logits
+        return out.float().cpu()
+
     def window_probabilities(self, windows: Windows) -> list[torch.Tensor]:
-        """Softmax over tags for every token of every window (windows batched by length)."""
+        """Softmax over tags for every token of every window.
+
+        Windows are sorted by length and cut into batches padded only to their own longest
+        window, so short windows never pay for long ones.
+        """
         order = sorted(range(len(windows)), key=lambda i: len(windows.input_ids[i]))
         pad = self.tokenizer.pad_token_id or 0
-        device = next(self.model.parameters()).device
         results: list[torch.Tensor | None] = [None] * len(windows)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            width = max(len(windows.input_ids[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            width = len(windows.input_ids[batch[-1]])
+            ids = np.full((len(batch), width), pad, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
             for row, i in enumerate(batch):
                 tokens = windows.input_ids[i]
-                ids[row, : len(tokens)] = torch.tensor(tokens)
+                ids[row, : len(tokens)] = tokens
                 mask[row, : len(tokens)] = 1
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            probabilities = logits.float().softmax(-1).cpu()
+            probabilities = self.logits(ids, mask).softmax(-1)
             for row, i in enumerate(batch):
                 results[i] = probabilities[row, : len(windows.input_ids[i])]
         return results
@@ -111,22 +177,28 @@ class Tagger:
         if not words:
             return []
         windows = self.encode(words)
-        probabilities = self.window_probabilities(windows)
-        per_word = owned_predictions(windows, probabilities, [len(w) for w in words])
-        documents = []
-        for rows in per_word:
-            tagged = []
-            for row in rows:
-                if row is None:
-                    tagged.append((OUTSIDE, 1.0))
-                    continue
-                best = int(row.argmax())
-                tagged.append((self.id2label[best], float(row[best])))
-            documents.append(tagged)
-        return documents
+        # The best tag of every token, one vectorised max per window instead of one per word.
+        best = []
+        for probabilities in self.window_probabilities(windows):
+            top, tag_ids = probabilities.max(-1)
+            best.append(list(zip(tag_ids.tolist(), top.tolist())))
+        per_word = owned_predictions(windows, best, [len(w) for w in words])
+        return [
+            [(OUTSIDE, 1.0) if pick is None else (self.id2label[pick[0]], pick[1]) for pick in rows]
+            for rows in per_word
+        ]
 
     def tag(self, texts: Sequence[str]) -> list[list[Entity]]:
         """Entities of each text in ``texts``."""
+        return [entities for entities, _ in self.tag_with_confidence(texts)]
+
+    def tag_with_confidence(self, texts: Sequence[str]) -> list[tuple[list[Entity], float]]:
+        """Entities of each text and the model's confidence in the whole text.
+
+        The confidence is the geometric mean over words of the chosen tag's probability
+        (length-normalised log-likelihood, as in Shen et al. 2017): low values mark the texts
+        whose annotation would teach the model most (``O`` words count too).
+        """
         split = [tokenize_words(text) for text in texts]
         predictions = self.predict_words([words for words, _ in split])
         results = []
@@ -137,7 +209,9 @@ class Tagger:
                 start, end = spans[first][0], spans[last][1]
                 score = sum(p for _, p in tagged[first : last + 1]) / (last - first + 1)
                 entities.append(Entity(label, start, end, text[start:end], round(score, 4)))
-            results.append(entities)
+            log_likelihood = sum(math.log(max(p, 1e-12)) for _, p in tagged)
+            confidence = math.exp(log_likelihood / len(tagged)) if tagged else 1.0
+            results.append((entities, round(confidence, 6)))
         return results
 
     def __call__(self, texts: str | Sequence[str]) -> list[Entity] | list[list[Entity]]:
@@ -145,3 +219,13 @@ class Tagger:
         if isinstance(texts, str):
             return self.tag([texts])[0]
         return self.tag(list(texts))
+
+
+def _fast_bf16(model) -> bool:
+    """Whether bf16 autocast pays off where ``model`` lives (bf16 GPUs, AVX-512 BF16 CPUs)."""
+    from training.train import bf16_supported
+
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bf16_supported()

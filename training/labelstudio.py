@@ -7,9 +7,11 @@ browser's string indices (UTF-16 code units); they are converted to Python indic
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,9 @@ class ConversionReport:
     dropped_spans: Counter = field(default_factory=Counter)
     adjustments: list[dict] = field(default_factory=list)
     entities: Counter = field(default_factory=Counter)
+    # Tasks whose (non-cancelled) annotators produced different spans; one was chosen.
+    disagreements: list = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
 
     def adjust(self, task_id: Any, message: str) -> None:
         self.adjustments.append({"task": task_id, "message": message})
@@ -56,7 +61,14 @@ class ConversionReport:
             "ignored_results": dict(self.ignored_results),
             "dropped_spans": dict(self.dropped_spans),
             "adjustments": self.adjustments,
+            "annotator_disagreements": self.disagreements,
+            "duplicate_texts": self.duplicates,
+            "labels_never_used": self.unused_labels(),
         }
+
+    def unused_labels(self) -> list[str]:
+        """Schema labels with no entity in the kept documents."""
+        return [label for label in LABEL_NAMES if not self.entities.get(label)] if self.kept else []
 
     def summary(self) -> str:
         lines = [
@@ -76,14 +88,57 @@ class ConversionReport:
             )
         if self.adjustments:
             lines.append(f"adjustments: {len(self.adjustments)} (see the saved report)")
+        if self.disagreements:
+            lines.append(
+                f"tasks whose annotators disagree (one annotation chosen): {len(self.disagreements)}"
+            )
+        if self.duplicates:
+            lines.append(f"duplicate texts skipped: {len(self.duplicates)}")
+        if self.unused_labels():
+            lines.append("warning: labels never used in this data: " + ", ".join(self.unused_labels()))
         return "\n".join(lines)
 
 
 def read_export(path: str | Path) -> list[dict]:
     """Read a Label Studio JSON export; a clear error for anything that is not a task list."""
+    return list(iter_export(path))
+
+
+def iter_export(path: str | Path) -> Iterator[dict]:
+    """The tasks of a Label Studio JSON export, one at a time.
+
+    A task list is streamed (``ijson``): a large export is converted task by task instead of
+    being held whole as text and again as Python objects. Anything else (one task object,
+    JSONL, a bare value) is small and read whole, to explain what is wrong with it.
+    """
+    import ijson
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: export file not found")
+    with open(path, "rb") as handle:
+        start = 3 if handle.read(3) == b"\xef\xbb\xbf" else 0
+        handle.seek(start)
+        first = b""
+        while not first and (chunk := handle.read(1 << 16)):
+            first = chunk.lstrip()[:1]
+        if first != b"[":
+            yield from _read_whole(path)
+            return
+        handle.seek(start)
+        count = 0
+        try:
+            for task in ijson.items(handle, "item", use_float=True):
+                if not isinstance(task, dict):
+                    raise DataError(f"{path}: item {count} is a {type(task).__name__}, not a task object")
+                count += 1
+                yield task
+        except ijson.JSONError as exc:
+            detail = " ".join(str(exc).split())  # the parser's message spans lines
+            raise DataError(f"{path}: not valid JSON (after {count} tasks): {detail}") from None
+
+
+def _read_whole(path: Path) -> list[dict]:
     raw = path.read_text(encoding="utf-8-sig")
     if not raw.strip():
         raise DataError(f"{path}: the export file is empty")
@@ -117,8 +172,60 @@ def python_index(text: str, utf16_index: int) -> int | None:
     return len(text) if units == utf16_index else None
 
 
+# Characters outside the Basic Multilingual Plane (two UTF-16 code units in the browser).
+ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+@functools.lru_cache(maxsize=8)
 def _has_astral(text: str) -> bool:
-    return any(ord(ch) > 0xFFFF for ch in text)
+    # Asked for every span of a task: scan each text once (a C regex, not a Python loop).
+    return ASTRAL.search(text) is not None
+
+
+def _crlf_to_raw(text: str, index: int) -> int:
+    """Raw index of ``index`` counted in ``text`` with its CRLF line ends read as LF."""
+    raw = 0
+    for _ in range(index):
+        raw += 2 if text.startswith("\r\n", raw) else 1
+    return raw
+
+
+def resolve_offsets(
+    text: str, start: int, end: int, expected: str | None
+) -> tuple[tuple[int, int], str] | None:
+    """Python offsets of a span given as the browser or a script counted them.
+
+    Browsers count UTF-16 code units (characters outside the Basic Multilingual Plane count
+    twice) and read CRLF line ends as one character. When ``value.text`` is known, the
+    interpretation that reproduces it wins; without it, plain offsets are kept unless the
+    text has astral characters (then the browser's UTF-16 reading is the likely one).
+    """
+    candidates: list[tuple[str, int | None, int | None]] = []
+    astral, crlf = _has_astral(text), "\r\n" in text
+    if astral:
+        candidates.append(("UTF-16", python_index(text, start), python_index(text, end)))
+    candidates.append(("python", start, end))
+    if crlf:
+        normalised = text.replace("\r\n", "\n")
+        for how, s_, e_ in (
+            ("CRLF", start, end),
+            ("UTF-16 CRLF", python_index(normalised, start), python_index(normalised, end)),
+        ):
+            if s_ is not None and e_ is not None and e_ <= len(normalised):
+                candidates.append((how, _crlf_to_raw(text, s_), _crlf_to_raw(text, e_)))
+    valid = [
+        (h, s_, e_)
+        for h, s_, e_ in candidates
+        if s_ is not None and e_ is not None and 0 <= s_ < e_ <= len(text)
+    ]
+    if expected is not None:
+        valid = [(h, s_, e_) for h, s_, e_ in valid if text[s_:e_] == expected] or [
+            (h, s_, e_) for h, s_, e_ in valid if h == "python"
+        ]
+    if not valid:
+        return None
+    how, s_, e_ = valid[0]
+    return (s_, e_), how
 
 
 def task_label(task: dict) -> str:
@@ -153,6 +260,32 @@ def choose_annotation(task: dict, options: DataConfig) -> dict | None:
     return max(usable, key=recency)
 
 
+def _exclusion_reason(task: dict, options: DataConfig) -> str:
+    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+    if annotations and all(a.get("was_cancelled") for a in annotations):
+        return "only cancelled annotations"
+    if annotations and options.annotation.annotator is not None:
+        return f"no annotation by annotator {options.annotation.annotator!r}"
+    if task.get("drafts"):
+        return "only drafts"
+    if task.get("predictions"):
+        return "only predictions"
+    return "no annotation"
+
+
+def _span_set(annotation: dict) -> frozenset:
+    return frozenset(
+        (r["value"].get("start"), r["value"].get("end"), tuple(r["value"].get("labels") or ()))
+        for r in annotation.get("result") or []
+        if isinstance(r, dict) and r.get("type") == "labels" and isinstance(r.get("value"), dict)
+    )
+
+
+def _annotators_disagree(task: dict) -> bool:
+    usable = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    return len({_span_set(a) for a in usable}) > 1
+
+
 def _span_from_result(
     result: dict, text: str, where: str, report: ConversionReport, task_id: Any
 ) -> Span | str:
@@ -174,20 +307,14 @@ def _span_from_result(
     if start < 0 or end <= start:
         return f"bad offsets start={start} end={end}"
     expected = value.get("text")
-    if _has_astral(text):
-        # Browser offsets count UTF-16 code units; convert, unless value.text proves the
-        # offsets were already Python indices (e.g. a task built by a Python script).
-        py_start, py_end = python_index(text, start), python_index(text, end)
-        python_fits = expected is not None and text[start:end] == expected
-        utf16_fits = py_start is not None and py_end is not None
-        if utf16_fits and (expected is None or text[py_start:py_end] == expected):
-            if (py_start, py_end) != (start, end):
-                report.adjust(task_id, f"{where}: UTF-16 offsets {start}:{end} -> {py_start}:{py_end}")
-            start, end = py_start, py_end
-        elif not python_fits:
-            return f"offsets {start}:{end} do not fit the text (UTF-16 or Python)"
-    if end > len(text):
-        return f"offsets {start}:{end} past the end of the text ({len(text)} characters)"
+    resolved = resolve_offsets(text, start, end, expected)
+    if resolved is None:
+        if end > len(text):
+            return f"offsets {start}:{end} past the end of the text ({len(text)} characters)"
+        return f"offsets {start}:{end} do not fit the text (as Python, UTF-16 or CRLF offsets)"
+    (start, end), how = resolved
+    if how != "python":
+        report.adjust(task_id, f"{where}: {how} offsets {value['start']}:{value['end']} -> {start}:{end}")
     surface = text[start:end]
     if expected is not None and surface != expected:
         return f"value.text {expected!r} differs from data.text[{start}:{end}] = {surface!r}"
@@ -219,9 +346,10 @@ def task_to_document(task: dict, options: DataConfig, report: ConversionReport) 
     task_id = task.get("id")
     annotation = choose_annotation(task, options)
     if annotation is None:
-        reason = "only cancelled annotations" if task.get("annotations") else "no annotation"
-        report.excluded.append({"task": task_id, "reason": reason})
+        report.excluded.append({"task": task_id, "reason": _exclusion_reason(task, options)})
         return None
+    if _annotators_disagree(task):
+        report.disagreements.append(task_id)
     spans: list[Span] = []
     for n, result in enumerate(annotation.get("result") or []):
         if not isinstance(result, dict):
@@ -282,11 +410,22 @@ def convert_tasks(tasks: Iterable[dict], options: DataConfig) -> tuple[list[Docu
     report = ConversionReport()
     documents: list[Document] = []
     seen: dict[str, Any] = {}
+    texts: dict[str, Any] = {}
     for task in tasks:
         report.tasks += 1
         document = task_to_document(task, options, report)
         if document is None:
             continue
+        if document.text in texts:
+            first = texts[document.text]
+            if options.duplicate_texts == "error":
+                raise DataError(
+                    f"{task_label(task)}: same text as task {first} (a task imported twice?);"
+                    " remove one, or set data.duplicate_texts: keep_first"
+                )
+            report.duplicates.append({"task": document.task_id, "same_as": first})
+            continue
+        texts[document.text] = document.task_id
         if document.id in seen:
             raise DataError(
                 f"{task_label(task)}: duplicate document id {document.id!r} (also task {seen[document.id]})"

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from training.config import Config
+from training.error_analysis import top_confusions
 from training.evaluate import format_scores, worst_labels
+
+
+def _interval(leaf: dict, before: str = " (", after: str = ")") -> str:
+    """``95% CI a-b`` between ``before`` and ``after`` when the score has a bootstrap interval."""
+    if leaf.get("ci_low") is None or leaf.get("ci_high") is None:
+        return ""
+    return f"{before}95% CI {leaf['ci_low']:.2f}-{leaf['ci_high']:.2f}{after}"
 
 
 def render_model_card(
@@ -23,7 +31,16 @@ def render_model_card(
         for label in labels
     )
     test = metrics["test"]
-    weak = ", ".join(f"{label} (F1 {f1:.2f})" for label, f1 in worst_labels(test))
+    micro = test["strict"]["micro"]
+    weak = ", ".join(
+        f"{label} (F1 {f1:.2f}{_interval(test['strict']['per_label'][label], ', ', '')})"
+        for label, f1 in worst_labels(test)
+    )
+    confusions = "; ".join(
+        f"{gold} tagged as {predicted} {n} times"
+        for gold, predicted, n in top_confusions(test.get("confusion", {}))
+    )
+    errors = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in test.get("errors", {}).items())
     return f"""---
 library_name: transformers
 pipeline_tag: token-classification
@@ -38,13 +55,16 @@ Fine-tuned from `{config.model.name}` by `python -m training train` on `{config.
 ## Scores on the test split
 
 Entity-level, seqeval strict IOB2 (P/R/F1) and default mode (F1 def), micro over
-{test["documents"]} documents: **strict micro F1 {test["strict"]["micro"]["f1"]:.3f}**.
+{test["documents"]} documents: **strict micro F1 {micro["f1"]:.3f}**{_interval(micro)}.
+Intervals are 95% bootstrap intervals over the test documents.
 
 ```
 {format_scores(test)}
 ```
 
 Known weaknesses (lowest F1 on test): {weak}.
+Most frequent type confusions (same boundaries, other label): {confusions or "none"}.
+Errors on test (exact character spans): {errors or "not counted"}.
 
 ## Labels and their counts (entities per split)
 

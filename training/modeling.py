@@ -7,7 +7,6 @@ packages, and ``resolve_model`` finds it there. Hub ids and local directories ke
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from training.errors import ModelError
@@ -142,20 +141,26 @@ def build_model(path: str, labels: list[str] | tuple[str, ...]):
         raise ModelError(_offline_hint(path)) from None
 
 
-def load_trained(model_dir: str | Path):
-    """A model trained by this project (safetensors only, no remote code) and its tokenizer."""
+def load_trained(model_dir: str | Path, allow_pickle: bool = False):
+    """A trained model and its tokenizer: safetensors weights, never remote code.
+
+    Pickled weights (``pytorch_model.bin``) can run code when loaded: they are refused unless
+    ``allow_pickle`` is set by a user who trusts the file.
+    """
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir}: not a model directory (no config.json)")
-    if not any(model_dir.glob("*.safetensors")):
-        raise ModelError(f"{model_dir}: no safetensors weights; pickled checkpoints are not loaded")
-    model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True)
+    safetensors = any(model_dir.glob("*.safetensors"))
+    if not safetensors and not allow_pickle:
+        raise ModelError(
+            f"{model_dir}: no safetensors weights; pickled checkpoints can run code and are not"
+            " loaded (convert them with save_pretrained(safe_serialization=True), or pass"
+            " allow_pickle=True if you trust the file)"
+        )
+    model = AutoModelForTokenClassification.from_pretrained(
+        model_dir, use_safetensors=safetensors, trust_remote_code=False
+    )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer
-
-
-def hub_offline() -> bool:
-    """Whether the user asked for no hub access."""
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")

@@ -52,8 +52,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_output_writable(output_dir: Path) -> None:
-    """Fail before any heavy work when the output location cannot be written."""
+def check_output_writable(output_dir: Path, model_path: str | None = None) -> None:
+    """Fail before any heavy work when the output location cannot be written or is too full.
+
+    A run keeps up to two checkpoints (weights and optimizer state, about 3x the weights
+    each) and the final model, so it needs roughly 8x the encoder's weights.
+    """
     parent = output_dir.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +65,16 @@ def check_output_writable(output_dir: Path) -> None:
         raise TrainingError(f"{parent}: cannot create the output location: {exc.strerror}") from None
     if not os.access(parent, os.W_OK):
         raise TrainingError(f"{parent}: output location is not writable")
+    if model_path and Path(model_path).is_dir():
+        weights = sum(f.stat().st_size for f in Path(model_path).glob("*.safetensors"))
+        needed = 8 * weights
+        free = shutil.disk_usage(parent).free
+        if free < needed:
+            raise TrainingError(
+                f"{parent}: {free / 1e6:.0f} MB free, a run of this model needs about"
+                f" {needed / 1e6:.0f} MB (checkpoints and the final model); free some space"
+                " or set training.output_dir elsewhere"
+            )
 
 
 def _trainer_class():
@@ -82,6 +96,17 @@ def _trainer_class():
     return DocumentOrderTrainer
 
 
+def _from_main_process(value):
+    """``value`` as rank 0 has it (a no-op outside distributed runs)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
+
+
 def document_metrics_fn(windows, gold_rows):
     """``compute_metrics`` for the Trainer: document-level seqeval from owned-word predictions."""
     from training.alignment import owned_predictions
@@ -90,6 +115,9 @@ def document_metrics_fn(windows, gold_rows):
     gold = [[BIO_TAGS[i] for i in row["ner_tags"]] for row in gold_rows]
 
     def compute(prediction) -> dict:
+        # Distributed evaluation pads uneven shards with repeats; they must be dropped again.
+        if len(prediction.predictions) != len(windows):
+            raise RuntimeError(f"{len(prediction.predictions)} predicted windows for {len(windows)}")
         per_doc = owned_predictions(windows, prediction.predictions, [len(g) for g in gold])
         predicted = [[BIO_TAGS[int(t)] if t is not None else "O" for t in doc] for doc in per_doc]
         strict = seqeval_scores(gold, predicted, strict=True)["micro"]
@@ -110,29 +138,72 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     )
 
     from training.alignment import encode_documents
-    from training.dataset import build_from_config, label_counts
+    from training.dataset import build_from_config, label_counts, resolve_source
     from training.evaluate import evaluate_tagger, format_scores
     from training.inference import Tagger
     from training.model_card import render_model_card
     from training.modeling import build_model, load_tokenizer, resolve_model
 
     output_dir = Path(config.training.output_dir)
-    check_output_writable(output_dir)
+    model_path = resolve_model(config.model.name)
+    check_output_writable(output_dir, model_path)
     work_dir = work_dir_for(output_dir)
-    if work_dir.exists() and not resume:
-        shutil.rmtree(work_dir)
     set_seed(config.training.seed)
 
-    # Data
-    dataset, report = build_from_config(config)
-    print(report.summary())
+    # Trainer arguments first: under torchrun they join the process group (gloo on CPU, NCCL on GPU).
+    t = config.training
+    use_bf16 = t.bf16 is True or (t.bf16 == "auto" and bf16_supported())
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(work_dir / "checkpoints"),
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        lr_scheduler_type="linear",
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=use_bf16,
+        use_cpu=not cuda,
+        # torchrun sets WORLD_SIZE; a backend given outside a distributed launch breaks accelerate.
+        ddp_backend=("nccl" if cuda else "gloo") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        # Per-rank mean loss, gradients averaged by DDP: losses read the same at any world size.
+        average_tokens_across_devices=False,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        greater_is_better=True,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        length_column_name="length",
+        logging_steps=t.logging_steps,
+        report_to="none",
+        disable_tqdm=not t.progress,
+        dataloader_num_workers=0,
+    )
+    is_main = args.process_index == 0
+    # The tokenizer loads in seconds and proves the model resolves: before any data work.
+    tokenizer = load_tokenizer(model_path, config.model.case_markers)
+
+    # Data: rank 0 clears the work dir, pulls a Label Studio source if one is configured and
+    # saves the dataset; the other ranks build the same dataset in memory from what it resolved.
+    if is_main:
+        if work_dir.exists() and not resume:
+            shutil.rmtree(work_dir)
+        config = resolve_source(config)
+    config = _from_main_process(config)
+    dataset, report = build_from_config(config, save=is_main)
+    if is_main:
+        print(report.summary())
     for split in ("train", "validation", "test"):
         if len(dataset[split]) == 0:
             raise TrainingError(f"{config.data.source}: the {split} split is empty")
 
     # Model
-    model_path = resolve_model(config.model.name)
-    tokenizer = load_tokenizer(model_path, config.model.case_markers)
     model = build_model(model_path, BIO_TAGS)
 
     def windows_of(split: str, owned_only: bool):
@@ -152,36 +223,6 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     validation_windows = windows_of("validation", owned_only=True)
     validation_rows = list(dataset["validation"])
 
-    # Trainer
-    t = config.training
-    use_bf16 = t.bf16 is True or (t.bf16 == "auto" and bf16_supported())
-    args = TrainingArguments(
-        output_dir=str(work_dir / "checkpoints"),
-        num_train_epochs=t.epochs,
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        weight_decay=t.weight_decay,
-        warmup_steps=t.warmup_ratio,
-        lr_scheduler_type="linear",
-        seed=t.seed,
-        data_seed=t.seed,
-        bf16=use_bf16,
-        use_cpu=not torch.cuda.is_available(),
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="f1",
-        greater_is_better=True,
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
-        length_column_name="length",
-        logging_steps=t.logging_steps,
-        report_to="none",
-        disable_tqdm=not t.progress,
-        dataloader_num_workers=0,
-    )
     callbacks = []
     if t.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
@@ -202,8 +243,10 @@ def train(config: Config, resume: bool = False) -> TrainResult:
 
         checkpoint = get_last_checkpoint(str(work_dir / "checkpoints"))
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    if not is_main:
+        return TrainResult(output_dir=output_dir, metrics={})
 
-    # Evaluate the best model on whole documents
+    # Evaluate the best model on whole documents (rank 0: every document exactly once)
     tagger = Tagger(
         trainer.model,
         tokenizer,
@@ -220,6 +263,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
             "loss": train_output.training_loss,
             "windows": len(train_windows),
             "bf16": use_bf16,
+            "world_size": args.world_size,
         },
     }
     print(format_scores(metrics["test"], title=f"test split ({config.name})"))

@@ -1,0 +1,85 @@
+"""Tagger output as Label Studio predictions: names from the config, UTF-16 offsets, scores, versions."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from training.errors import LabelStudioError, ModelError
+from training.inference import Entity
+from training.labelstudio import python_index
+from training.labelstudio_predictions import (
+    LabelingNames,
+    labeling_names,
+    model_version,
+    predict_texts,
+    prediction_result,
+    task_text,
+)
+from training.schema import labeling_config_xml
+
+
+def test_names_come_from_the_labeling_config():
+    assert labeling_names(labeling_config_xml()) == LabelingNames("label", "text", "text")
+    assert labeling_names(None) == LabelingNames()
+    custom = labeling_config_xml(from_name="ner", to_name="body", text_field="article")
+    assert labeling_names(custom) == LabelingNames("ner", "body", "article")
+
+
+def test_a_config_without_labels_over_text_is_a_clear_error():
+    with pytest.raises(LabelStudioError, match="no <Labels> over a <Text>"):
+        labeling_names('<View><Choices name="c" toName="t"/><Text name="t" value="$text"/></View>')
+    with pytest.raises(LabelStudioError, match="not valid XML"):
+        labeling_names("<View>")
+
+
+def test_offsets_are_written_as_the_browser_counts_them():
+    text = "Talks \U0001f600 in Seoul."
+    start = text.index("Seoul")
+    entity = Entity("GPE", start, start + 5, "Seoul", 0.9)
+    [result] = prediction_result(text, [entity], LabelingNames())
+    value = result["value"]
+    assert (value["start"], value["end"]) == (start + 1, start + 6)  # the emoji is two UTF-16 units
+    assert text[python_index(text, value["start"]) : python_index(text, value["end"])] == "Seoul"
+    assert result["score"] == 0.9 and value["labels"] == ["GPE"] and result["type"] == "labels"
+
+
+def test_each_text_gets_one_prediction_with_a_task_score(tiny_tagger):
+    texts = ["Seoul and Paris met in Kuala Lumpur.", "The ministry said on Tuesday."]
+    predictions = predict_texts(tiny_tagger, texts, LabelingNames(), "tiny-0")
+    assert len(predictions) == 2
+    for prediction, (entities, confidence) in zip(predictions, tiny_tagger.tag_with_confidence(texts)):
+        assert prediction["model_version"] == "tiny-0"
+        assert prediction["score"] == confidence and 0 < confidence <= 1
+        assert [r["value"]["text"] for r in prediction["result"]] == [e.text for e in entities]
+
+
+def test_confidence_is_the_geometric_mean_of_word_probabilities(tiny_tagger):
+    import math
+
+    from training.dataset import tokenize_words
+
+    text = "Seoul and Paris met in Kuala Lumpur."
+    [(_, confidence)] = tiny_tagger.tag_with_confidence([text])
+    [words] = tiny_tagger.predict_words([tokenize_words(text)[0]])
+    expected = math.exp(sum(math.log(p) for _, p in words) / len(words))
+    assert confidence == pytest.approx(expected, abs=1e-6)
+
+
+def test_model_version_follows_the_weights(tiny_model_dir, tmp_path):
+    version = model_version(tiny_model_dir)
+    assert version.startswith(tiny_model_dir.name + "-") and len(version.rsplit("-", 1)[1]) == 12
+    copy = tmp_path / tiny_model_dir.name
+    shutil.copytree(tiny_model_dir, copy)
+    assert model_version(copy) == version
+    weights = next(copy.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b" ")
+    assert model_version(copy) != version
+    with pytest.raises(ModelError, match="no safetensors"):
+        model_version(tmp_path)
+
+
+def test_a_task_without_the_text_field_is_named():
+    with pytest.raises(LabelStudioError, match="task 7: data has no string 'text' field"):
+        task_text({"id": 7, "data": {"body": "x"}}, LabelingNames())
