@@ -44,6 +44,28 @@ def make_task(task_id, text, spans, *, doc_id=None, split=None, annotations=None
     return {"id": task_id, "data": data, "annotations": annotations, "predictions": []}
 
 
+def tiny_overrides(encoder_dir, export_path, root: Path, **changes) -> list[str]:
+    """``--set`` overrides that train the tiny encoder on the fixture export under ``root``.
+
+    ``changes`` replace or add keys, e.g. ``training__epochs=4`` for ``training.epochs=4``.
+    """
+    settings = {
+        "data.source": export_path,
+        "data.dataset_dir": root / "dataset",
+        "model.name": encoder_dir,
+        "model.case_markers": "true",
+        "model.max_length": 64,
+        "model.stride": 16,
+        "training.output_dir": root / "model",
+        "training.epochs": 2,
+        "training.batch_size": 8,
+        "training.progress": "false",
+        "training.bf16": "false",
+    }
+    settings.update({key.replace("__", "."): value for key, value in changes.items()})
+    return [f"{key}={value}" for key, value in settings.items()]
+
+
 @pytest.fixture(scope="session")
 def tiny_export_path() -> Path:
     return FIXTURES / "tiny_export.json"

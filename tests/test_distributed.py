@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import tiny_overrides
 
 from training.config import load_config
 from training.train import train
@@ -16,22 +17,15 @@ ROOT = Path(__file__).parent.parent
 
 
 def _overrides(tiny_encoder_dir, tiny_export_path, root: Path, batch_size: int) -> list[str]:
-    return [
-        f"data.source={tiny_export_path}",
-        f"data.dataset_dir={root / 'dataset'}",
-        f"model.name={tiny_encoder_dir}",
-        "model.case_markers=true",
-        "model.max_length=64",
-        "model.stride=16",
-        f"training.output_dir={root / 'model'}",
-        "training.epochs=2",
-        f"training.batch_size={batch_size}",
-        "training.eval_batch_size=3",  # 3 does not divide the windows: uneven shards
-        "training.group_by_length=false",
-        "training.progress=false",
-        "training.bf16=false",
-        "training.learning_rate=0.001",
-    ]
+    return tiny_overrides(
+        tiny_encoder_dir,
+        tiny_export_path,
+        root,
+        training__batch_size=batch_size,
+        training__eval_batch_size=3,  # 3 does not divide the windows: uneven shards
+        training__group_by_length="false",
+        training__learning_rate=0.001,
+    )
 
 
 def _final_eval_loss(model_dir: Path) -> float:

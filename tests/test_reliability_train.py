@@ -11,6 +11,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
+from conftest import tiny_overrides
 
 from training.config import load_config
 from training.errors import ModelError, TrainingError
@@ -19,20 +20,8 @@ from training.train import check_output_writable, train, work_dir_for
 ROOT = Path(__file__).parent.parent
 
 
-def tiny_overrides(tiny_encoder_dir, tiny_export_path, root: Path, epochs: int = 4) -> list[str]:
-    return [
-        f"data.source={tiny_export_path}",
-        f"data.dataset_dir={root / 'dataset'}",
-        f"model.name={tiny_encoder_dir}",
-        "model.case_markers=true",
-        "model.max_length=64",
-        "model.stride=16",
-        f"training.output_dir={root / 'model'}",
-        f"training.epochs={epochs}",
-        "training.batch_size=8",
-        "training.progress=false",
-        "training.bf16=false",
-    ]
+def _overrides(tiny_encoder_dir, tiny_export_path, root: Path) -> list[str]:
+    return tiny_overrides(tiny_encoder_dir, tiny_export_path, root, training__epochs=4)
 
 
 def _metrics(model_dir: Path) -> dict:
@@ -56,16 +45,14 @@ def _same_weights(a: Path, b: Path) -> bool:
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, tiny_encoder_dir, tiny_export_path):
     root = tmp_path_factory.mktemp("reference")
-    config = load_config(
-        ROOT / "configs" / "tiny.yaml", tiny_overrides(tiny_encoder_dir, tiny_export_path, root)
-    )
+    config = load_config(ROOT / "configs" / "tiny.yaml", _overrides(tiny_encoder_dir, tiny_export_path, root))
     train(config)
     return root
 
 
 def test_same_seed_same_metrics(reference_run, tmp_path, tiny_encoder_dir, tiny_export_path):
     config = load_config(
-        ROOT / "configs" / "tiny.yaml", tiny_overrides(tiny_encoder_dir, tiny_export_path, tmp_path)
+        ROOT / "configs" / "tiny.yaml", _overrides(tiny_encoder_dir, tiny_export_path, tmp_path)
     )
     train(config)
     first, second = _metrics(reference_run / "model"), _metrics(tmp_path / "model")
@@ -78,7 +65,7 @@ def test_same_seed_same_metrics(reference_run, tmp_path, tiny_encoder_dir, tiny_
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(
     reference_run, tmp_path, tiny_encoder_dir, tiny_export_path
 ):
-    overrides = tiny_overrides(tiny_encoder_dir, tiny_export_path, tmp_path)
+    overrides = _overrides(tiny_encoder_dir, tiny_export_path, tmp_path)
     model_dir = tmp_path / "model"
     # A previous good model in the output dir must survive the killed run.
     shutil.copytree(reference_run / "model", model_dir)

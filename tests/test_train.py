@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import tiny_overrides
 
 from training.cli import main
 from training.config import load_config
@@ -13,19 +14,7 @@ from training.schema import BIO_TAGS
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_encoder_dir, tiny_export_path):
     root = tmp_path_factory.mktemp("run")
-    overrides = [
-        f"data.source={tiny_export_path}",
-        f"data.dataset_dir={root / 'dataset'}",
-        f"model.name={tiny_encoder_dir}",
-        "model.case_markers=true",
-        "model.max_length=64",
-        "model.stride=16",
-        f"training.output_dir={root / 'model'}",
-        "training.epochs=2",
-        "training.batch_size=8",
-        "training.progress=false",
-        "training.bf16=false",
-    ]
+    overrides = tiny_overrides(tiny_encoder_dir, tiny_export_path, root)
     args = ["train", "configs/tiny.yaml"] + [x for o in overrides for x in ("--set", o)]
     assert main(args) == 0
     return root, overrides
