@@ -177,7 +177,8 @@ def main() -> int:
         print(f"round {round_number + 1}/{args.rounds} done", flush=True)
     peak = {dtype: statistics.median(values) for dtype, values in peaks.items()}
     print(
-        f"matmul peak (2048^3, {args.threads} threads): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f}"
+        f"matmul peak (2048^3, {args.threads} threads): "
+        f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f}"
     )
 
     # Accuracy on the test split
@@ -193,9 +194,13 @@ def main() -> int:
     for set_name, texts in sets.items():
         base = statistics.median(times[(set_name, "pipeline")])
         print(
-            f"\n{set_name}: {len(texts)} documents, {tokens[set_name]} tokens (median of {args.rounds} rounds)"
+            f"\n{set_name}: {len(texts)} documents, {tokens[set_name]} tokens "
+            f"(median of {args.rounds} rounds)"
         )
-        header = f"{'method':<20}{'s':>8}{'docs/s':>9}{'tokens/s':>10}{'x pipeline':>11}{'GFLOP/s':>9}{'%fp32':>7}{'%bf16':>7}"
+        header = (
+            f"{'method':<20}{'s':>8}{'docs/s':>9}{'tokens/s':>10}{'x pipeline':>11}"
+            f"{'GFLOP/s':>9}{'%fp32':>7}{'%bf16':>7}"
+        )
         print(header)
         print("-" * len(header))
         results["sets"][set_name] = {}

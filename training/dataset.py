@@ -8,11 +8,8 @@ spaCy's W030), never silently widened.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +28,7 @@ from datasets import Sequence as HFSequence
 
 from training.config import Config, DataConfig
 from training.errors import DataError
+from training.files import write_atomically
 from training.labelstudio import ConversionReport, Document, convert_tasks, iter_export
 from training.schema import BIO_TAGS, LABEL2ID, OUTSIDE
 from training.validation import Span
@@ -174,25 +172,6 @@ def _split_dataset(docs: Sequence[Document], options: DataConfig, report: Conver
     if not parts:
         return Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
-
-
-def write_atomically(path: Path, write) -> None:
-    """Run ``write(tmp_path)`` then move the result into ``path``: never a half-written output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        target = tmp / path.name
-        write(target)
-        backup = None
-        if path.exists():
-            backup = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, backup)
-        os.replace(target, path)
-        if backup is not None:
-            shutil.rmtree(backup) if backup.is_dir() else backup.unlink()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_dataset(dataset: DatasetDict, report: ConversionReport, directory: Path) -> None:

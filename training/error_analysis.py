@@ -154,7 +154,7 @@ def error_record(error: SpanError, document_id: str, text: str, context: int = C
 
 def write_jsonl(path: str | Path, records: Sequence[dict]) -> None:
     """Write ``records`` one JSON object per line, atomically."""
-    from training.dataset import write_atomically
+    from training.files import write_atomically
 
     lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     write_atomically(Path(path), lambda target: target.write_text(lines, encoding="utf-8"))

@@ -603,7 +603,7 @@ def worst_labels(scores: dict, n: int = 3) -> list[tuple[str, float]]:
 
 def write_json(path: str | Path, payload: dict) -> None:
     """Write ``payload`` as indented JSON, atomically."""
-    from training.dataset import write_atomically
+    from training.files import write_atomically
 
     text = json.dumps(payload, indent=1) + "\n"
     write_atomically(Path(path), lambda target: target.write_text(text, encoding="utf-8"))

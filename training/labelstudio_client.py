@@ -602,7 +602,7 @@ def write_snapshot(tasks: Iterable[dict], directory: Path, manifest: dict) -> Sn
     The export is written task by task (bounded memory) into a temporary directory that only
     replaces ``directory`` once complete: a failure leaves nothing behind.
     """
-    from training.dataset import write_atomically
+    from training.files import write_atomically
 
     final: dict = {}
 

@@ -9,7 +9,6 @@ annotate first). Offsets are written as the browser counts them (UTF-16 code uni
 
 from __future__ import annotations
 
-import hashlib
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from training.corpus import utf16_offset
 from training.errors import LabelStudioError, ModelError
+from training.files import sha256_of_files
 from training.inference import Entity, Tagger
 from training.schema import FROM_NAME, TEXT_FIELD, TO_NAME
 
@@ -60,12 +60,7 @@ def model_version(model_dir: str | Path) -> str:
     weights = sorted(model_dir.glob("*.safetensors"))
     if not weights:
         raise ModelError(f"{model_dir}: no safetensors weights to name a model version after")
-    digest = hashlib.sha256()
-    for path in weights:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return f"{model_dir.resolve().name}-{digest.hexdigest()[:12]}"
+    return f"{model_dir.resolve().name}-{sha256_of_files(weights)[:12]}"
 
 
 def prediction_result(text: str, entities: Sequence[Entity], names: LabelingNames) -> list[dict]:

@@ -406,7 +406,7 @@ def write_report(
     title: str = "Evaluation report",
 ) -> Path:
     """Write ``index.html``, ``errors.jsonl`` and (given the payload) ``scores.json``; each atomically."""
-    from training.dataset import write_atomically
+    from training.files import write_atomically
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,6 @@ place at the end, so a failed or killed run never replaces the previous good mod
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from training.config import Config
 from training.errors import TrainingError
+from training.files import sha256_of_files
 from training.schema import BIO_TAGS, ID2LABEL
 
 
@@ -42,14 +42,6 @@ def bf16_supported() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_output_writable(output_dir: Path, model_path: str | None = None) -> None:
@@ -281,7 +273,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     (final / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
     counts = {split: dict(c) for split, c in label_counts(dataset).items()}
     (final / "README.md").write_text(
-        render_model_card(config, metrics, counts, _sha256(Path(config.data.source)))
+        render_model_card(config, metrics, counts, sha256_of_files([config.data.source]))
     )
     for leftover in ("training_args.bin",):
         (final / leftover).unlink(missing_ok=True)

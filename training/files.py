@@ -1,0 +1,39 @@
+"""Outputs that are never half-written, and digests of files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def write_atomically(path: Path, write) -> None:
+    """Run ``write(tmp_path)`` then move the result into ``path``: never a half-written output."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        target = tmp / path.name
+        write(target)
+        backup = None
+        if path.exists():
+            backup = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, backup)
+        os.replace(target, path)
+        if backup is not None:
+            shutil.rmtree(backup) if backup.is_dir() else backup.unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_of_files(paths: Iterable[str | Path]) -> str:
+    """Hex sha256 of the files' bytes, read in order in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
