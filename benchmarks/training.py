@@ -174,11 +174,9 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from training.alignment import encode_documents
     from training.dataset import build_from_config
     from training.modeling import load_tokenizer, resolve_model
-    from training.schema import ID2LABEL
-    from training.train import bf16_supported
+    from training.train import bf16_supported, split_windows
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -192,20 +190,7 @@ def main() -> int:
         model_path = resolve_model(baseline_config.model.name)
         tokenizer = load_tokenizer(model_path, baseline_config.model.case_markers)
 
-        def windows(split: str, owned_only: bool):
-            rows = dataset[split]
-            return encode_documents(
-                tokenizer,
-                rows["tokens"],
-                rows["ner_tags"],
-                max_length=baseline_config.model.max_length,
-                stride=baseline_config.model.stride,
-                label_all_subwords=baseline_config.model.label_all_subwords,
-                label_owned_only=owned_only,
-                id2label=ID2LABEL,
-            )
-
-        train_windows = windows("train", owned_only=False)
+        train_windows = split_windows(dataset["train"], tokenizer, baseline_config.model, owned_only=False)
         real_tokens_per_epoch = sum(train_windows.lengths())
         test_rows = list(dataset["test"])
         print(
@@ -216,7 +201,10 @@ def main() -> int:
         )
         runs = {}
         runs["baseline"] = run_baseline(
-            baseline_config, work, train_windows, windows("validation", owned_only=True)
+            baseline_config,
+            work,
+            train_windows,
+            split_windows(dataset["validation"], tokenizer, baseline_config.model, owned_only=True),
         )
         print(f"baseline done in {runs['baseline']['wall_seconds']:.0f} s", flush=True)
         runs["project"] = run_project(project_config)

@@ -88,6 +88,22 @@ def _trainer_class():
     return DocumentOrderTrainer
 
 
+def split_windows(rows, tokenizer, model_config, owned_only: bool):
+    """The labelled windows of a dataset split (``owned_only``: each word labelled once, for evaluation)."""
+    from training.alignment import encode_documents
+
+    return encode_documents(
+        tokenizer,
+        rows["tokens"],
+        rows["ner_tags"],
+        max_length=model_config.max_length,
+        stride=model_config.stride,
+        label_all_subwords=model_config.label_all_subwords,
+        label_owned_only=owned_only,
+        id2label=ID2LABEL,
+    )
+
+
 def _from_main_process(value):
     """``value`` as rank 0 has it (a no-op outside distributed runs)."""
     import torch.distributed as dist
@@ -129,7 +145,6 @@ def train(config: Config, resume: bool = False) -> TrainResult:
         set_seed,
     )
 
-    from training.alignment import encode_documents
     from training.dataset import build_from_config, label_counts, resolve_source
     from training.evaluate import evaluate_tagger, format_scores
     from training.inference import Tagger
@@ -198,21 +213,8 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     # Model
     model = build_model(model_path, BIO_TAGS)
 
-    def windows_of(split: str, owned_only: bool):
-        rows = dataset[split]
-        return encode_documents(
-            tokenizer,
-            rows["tokens"],
-            rows["ner_tags"],
-            max_length=config.model.max_length,
-            stride=config.model.stride,
-            label_all_subwords=config.model.label_all_subwords,
-            label_owned_only=owned_only,
-            id2label=ID2LABEL,
-        )
-
-    train_windows = windows_of("train", owned_only=False)
-    validation_windows = windows_of("validation", owned_only=True)
+    train_windows = split_windows(dataset["train"], tokenizer, config.model, owned_only=False)
+    validation_windows = split_windows(dataset["validation"], tokenizer, config.model, owned_only=True)
     validation_rows = list(dataset["validation"])
 
     callbacks = []
