@@ -88,7 +88,9 @@ def main() -> int:
     parser.add_argument("--model", default=str(ROOT / "models" / "default"), help="trained model directory")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads for every method")
-    parser.add_argument("--batch-size", type=int, default=16, help="Tagger windows per batch")
+    parser.add_argument(
+        "--batch-size", type=int, help="Tagger windows per batch (default: each backend's DEFAULT_BATCH_SIZE)"
+    )
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -100,7 +102,7 @@ def main() -> int:
     hf_logging.disable_progress_bar()
 
     model_dir = Path(args.model)
-    config = load_config(model_dir / "training_config.yaml")
+    config = load_config(model_dir / "training_config.yaml", ignore_unknown=True)
     dataset, _ = build_from_config(Config.model_validate(config.model_dump()), save=False)
     rows = list(dataset["test"])
     test_texts = [row["text"] for row in rows]
@@ -120,7 +122,8 @@ def main() -> int:
         )
         taggers[f"onnx-{quantize or 'fp32'}"] = tagger
     for tagger in taggers.values():
-        tagger.batch_size = args.batch_size
+        tagger.batch_size = args.batch_size or tagger.batch_size
+    print("windows per batch: " + ", ".join(f"{name} {t.batch_size}" for name, t in taggers.items()))
     ner = pipeline(
         "token-classification", model=str(model_dir), aggregation_strategy="first", stride=stride, device=-1
     )
@@ -189,7 +192,13 @@ def main() -> int:
     spans = {name: span_f1(rows, outputs[name]) for name in methods}
     reference = strict["tagger-torch-fp32"]
 
-    results = {"peak_gflops": peak, "threads": args.threads, "sets": {}, "accuracy": {}}
+    results = {
+        "peak_gflops": peak,
+        "threads": args.threads,
+        "batch_sizes": {name: tagger.batch_size for name, tagger in taggers.items()},
+        "sets": {},
+        "accuracy": {},
+    }
     failures = []
     for set_name, texts in sets.items():
         base = statistics.median(times[(set_name, "pipeline")])

@@ -69,3 +69,16 @@ def test_resolved_config_round_trips(tmp_path):
     saved = tmp_path / "resolved.yaml"
     saved.write_text(config.to_yaml())
     assert load_config(saved) == config
+
+
+def test_saved_configs_of_other_versions_load_without_their_unknown_keys(tmp_path):
+    path = tmp_path / "training_config.yaml"
+    path.write_text("training:\n  max_steps: null\n  epochs: 2\ndata:\n  retired: 1\n")
+    with pytest.raises(ConfigError, match="training.max_steps: unknown key"):
+        load_config(path)
+    with pytest.warns(UserWarning, match="data.retired, training.max_steps|training.max_steps, data.retired"):
+        config = load_config(path, ignore_unknown=True)
+    assert config.training.epochs == 2
+    path.write_text("training:\n  max_steps: null\n  epochs: -2\n")
+    with pytest.raises(ConfigError, match="training.epochs"):  # other problems still fail
+        load_config(path, ignore_unknown=True)

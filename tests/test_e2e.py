@@ -64,3 +64,22 @@ def test_train_evaluate_reload_predict(tmp_path, monkeypatch):
     )
     (line,) = predictions.read_text().splitlines()
     assert json.loads(line)["id"] == "000_bbc883e8098a2335"
+
+    # ONNX Runtime int8 on the real encoder: fused kernels, smoothed with the ranges `train`
+    # saved, and the same tags as PyTorch fp32 for nearly every token of the seed article.
+    import numpy as np
+    import onnx
+
+    from training.dataset import tokenize_words
+
+    fp32 = Tagger.load(out, precision="fp32")
+    int8 = Tagger.load(out, backend="onnx", quantize="int8")
+    nodes = onnx.load(str(int8.model.path)).graph.node
+    assert {"QAttention", "BiasGelu", "MatMulInteger"} <= {node.op_type for node in nodes}
+    assert any(node.name.endswith("smooth_scale") for node in nodes)
+    windows = fp32.encode([tokenize_words(text)[0]])
+    ours = np.concatenate(int8.window_probabilities(windows))
+    theirs = np.concatenate(fp32.window_probabilities(windows))
+    agreement = float(np.mean(ours.argmax(-1) == theirs.argmax(-1)))
+    assert agreement >= 0.97, agreement
+    assert 0.0 < float(np.abs(ours - theirs).mean()) < 0.005, "quantized, and close"

@@ -1,7 +1,10 @@
 """The real CLI on a tiny random-weight encoder: train -> save -> load -> evaluate -> predict."""
 
 import json
+import os
+import shutil
 
+import numpy as np
 import pytest
 from conftest import tiny_overrides
 
@@ -32,8 +35,14 @@ def test_model_directory_contents(tiny_run):
         "metrics.json",
         "README.md",
         "training_log.json",
+        "activation_ranges.json",
     } <= names
     assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in model_dir.iterdir():
+        if path.is_file():  # safetensors alone writes the weights 0600
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
     config = json.loads((model_dir / "config.json").read_text())
     assert config["id2label"] == {str(i): tag for i, tag in enumerate(BIO_TAGS)}
     assert not (root / ".model.run").exists()
@@ -86,6 +95,30 @@ def test_evaluate_writes_json_and_compares(tiny_run, tmp_path, tiny_export_path,
     assert scores["strict"]["micro"] == pytest.approx(metrics["test"]["strict"]["micro"])
     assert main(["evaluate", str(root / "model"), str(root / "model"), "--data", str(tiny_export_path)]) == 0
     assert "strict F1" in capsys.readouterr().out
+
+
+def test_calibrate_and_evaluate_a_model_saved_by_another_version(tiny_run, tmp_path, capsys):
+    """An older model folder: no activation ranges, a training config with a retired key."""
+    from training.quantization import ACTIVATION_RANGES_FILE, load_activation_ranges
+
+    root, _ = tiny_run
+    model_dir = tmp_path / "old-model"
+    shutil.copytree(root / "model", model_dir)
+    saved = load_activation_ranges(model_dir)
+    (model_dir / ACTIVATION_RANGES_FILE).unlink()
+    config = model_dir / "training_config.yaml"
+    config.write_text(config.read_text().replace("training:\n", "training:\n  max_steps: null\n"))
+
+    with pytest.warns(UserWarning, match="ignoring keys this version does not know: training.max_steps"):
+        assert main(["calibrate", str(model_dir)]) == 0
+    assert "activation ranges from" in capsys.readouterr().out
+    recalibrated = load_activation_ranges(model_dir)
+    assert sorted(recalibrated) == sorted(saved) and saved  # train calibrates on the same windows
+    for name, values in saved.items():
+        np.testing.assert_allclose(recalibrated[name], values, rtol=1e-5)
+        assert (values > 0).any()
+    with pytest.warns(UserWarning, match="training.max_steps"):
+        assert main(["evaluate", str(model_dir), "--bootstrap", "0"]) == 0
 
 
 def test_predict_writes_one_json_line_per_document(tiny_run, tmp_path, tiny_export_path):

@@ -57,7 +57,7 @@ def _rows_for_evaluation(args: argparse.Namespace, model_dir: Path) -> list[dict
     if args.config:
         config = load_config(args.config, args.set or [])
     elif (model_dir / "training_config.yaml").is_file():
-        config = load_config(model_dir / "training_config.yaml", args.set or [])
+        config = load_config(model_dir / "training_config.yaml", args.set or [], ignore_unknown=True)
     else:
         config = load_config(None, args.set or [])
     if args.data:
@@ -154,6 +154,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{len(lines)} documents tagged -> {args.out}")
     else:
         sys.stdout.write(output)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from training.inference import Tagger
+    from training.quantization import CALIBRATION_WINDOWS, calibrate
+
+    tagger = Tagger.load(args.model_dir, precision="fp32")
+    rows = _rows_for_evaluation(args, Path(args.model_dir))
+    windows = tagger.encode([row["tokens"] for row in rows])
+    path = calibrate(
+        tagger.model, windows.input_ids, tagger.tokenizer.pad_token_id or 0, Path(args.model_dir)
+    )
+    used = min(len(windows), CALIBRATION_WINDOWS)
+    print(f"activation ranges from {used} of {len(windows)} windows ({args.data or args.split}) -> {path}")
     return 0
 
 
@@ -403,6 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: ONNX Runtime")
     p.add_argument("--quantize", choices=["int8"], help="with --backend onnx: int8 weights")
     p.set_defaults(func=cmd_predict)
+
+    p = verbs.add_parser(
+        "calibrate", help="measure a model's activation ranges (int8 ONNX smoothing); train does it itself"
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="EXPORT.json", help="a Label Studio export to calibrate on")
+    source.add_argument("--split", default="train", choices=["train", "validation", "test"])
+    p.add_argument("--config", help="config naming the data (default: the model's own)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_calibrate)
 
     p = verbs.add_parser("validate-data", help="check exports: spans, duplicates, consistency")
     p.add_argument("exports", nargs="+", metavar="EXPORT.json")

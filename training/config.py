@@ -6,6 +6,7 @@ changes. Unknown keys and bad values are collected and reported together, naming
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -168,8 +169,14 @@ def _format_errors(error: ValidationError, source: str) -> str:
     return f"{source}: invalid configuration:\n" + "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read, override and validate a YAML config; every problem is reported at once."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), ignore_unknown: bool = False
+) -> Config:
+    """Read, override and validate a YAML config; every problem is reported at once.
+
+    ``ignore_unknown`` drops keys this version does not know, with a warning: for the
+    ``training_config.yaml`` saved with a model by another version of the project.
+    """
     raw: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
@@ -189,4 +196,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        unknown = [item["loc"] for item in exc.errors() if item["type"] == "extra_forbidden"]
+        if not ignore_unknown or not unknown or len(unknown) < len(exc.errors()):
+            raise ConfigError(_format_errors(exc, source)) from None
+    for location in unknown:
+        *parents, leaf = location
+        node = raw
+        for part in parents:
+            node = node[part]
+        del node[leaf]
+    keys = ", ".join(".".join(str(part) for part in location) for location in unknown)
+    warnings.warn(f"{source}: ignoring keys this version does not know: {keys}", stacklevel=2)
+    return Config.model_validate(raw)  # the unknown keys were the only problems

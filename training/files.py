@@ -29,6 +29,14 @@ def write_atomically(path: Path, write) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def apply_umask(paths: Iterable[str | Path]) -> None:
+    """Give files the permissions a plain ``open`` would (some writers create them 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~umask)
+
+
 def sha256_of_files(paths: Iterable[str | Path]) -> str:
     """Hex sha256 of the files' bytes, read in order in 4 MiB blocks."""
     digest = hashlib.sha256()

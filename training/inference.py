@@ -32,6 +32,9 @@ from training.schema import OUTSIDE
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_STRIDE = 64
 BACKENDS = ("torch", "onnx")
+# Windows per batch, measured on the 2-core CPU (benchmarks/inference.py): PyTorch is fastest
+# at 16; ONNX Runtime at 2, where each layer's activations still fit in the L2 caches.
+DEFAULT_BATCH_SIZE = {"torch": 16, "onnx": 2}
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -59,12 +62,13 @@ class Tagger:
         *,
         max_length: int = DEFAULT_MAX_LENGTH,
         stride: int = DEFAULT_STRIDE,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         precision: str = "auto",
         threads: int | None = None,
     ) -> None:
         """``model``: a ``transformers`` token-classification model or an ONNX classifier.
 
+        ``batch_size``: windows per forward pass (default ``DEFAULT_BATCH_SIZE`` of the backend).
         ``precision``: ``auto`` runs PyTorch models under bf16 autocast where the hardware has
         fast bf16 (CUDA with bf16, CPUs with AVX-512 BF16/AMX) and in fp32 elsewhere; ``fp32``
         and ``bf16`` force one. ``threads`` sets PyTorch's (process-wide) intra-op threads.
@@ -80,7 +84,7 @@ class Tagger:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.stride = stride
-        self.batch_size = batch_size
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE["torch" if self.is_torch else "onnx"]
         self.bf16 = self.is_torch and (precision == "bf16" or (precision == "auto" and _fast_bf16(model)))
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
 
@@ -137,27 +141,28 @@ class Tagger:
         return encode_documents(self.tokenizer, words, max_length=self.max_length, stride=self.stride)
 
     @torch.inference_mode()
-    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> torch.Tensor:
-        """Float32 logits (on the CPU) of one padded batch, from whichever backend runs the model."""
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """Float32 logits of one padded batch, from whichever backend runs the model."""
         if not self.is_torch:
-            return torch.from_numpy(self.model(input_ids, attention_mask))
+            return self.model(input_ids, attention_mask)
         device = next(self.model.parameters()).device
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = self.model(
                 input_ids=torch.from_numpy(input_ids).to(device),
                 attention_mask=torch.from_numpy(attention_mask).to(device),
             ).logits
-        return out.float().cpu()
+        return out.float().cpu().numpy()
 
-    def window_probabilities(self, windows: Windows) -> list[torch.Tensor]:
-        """Softmax over tags for every token of every window.
+    def window_probabilities(self, windows: Windows) -> list[np.ndarray]:
+        """Softmax over tags for every token of every window (float32 arrays).
 
         Windows are sorted by length and cut into batches padded only to their own longest
-        window, so short windows never pay for long ones.
+        window, so short windows never pay for long ones. The softmax runs in numpy: small
+        PyTorch ops right after an ONNX Runtime call contend with its spinning threads.
         """
         order = sorted(range(len(windows)), key=lambda i: len(windows.input_ids[i]))
         pad = self.tokenizer.pad_token_id or 0
-        results: list[torch.Tensor | None] = [None] * len(windows)
+        results: list[np.ndarray | None] = [None] * len(windows)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             width = len(windows.input_ids[batch[-1]])
@@ -167,7 +172,9 @@ class Tagger:
                 tokens = windows.input_ids[i]
                 ids[row, : len(tokens)] = tokens
                 mask[row, : len(tokens)] = 1
-            probabilities = self.logits(ids, mask).softmax(-1)
+            logits = self.logits(ids, mask)
+            exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            probabilities = exp / exp.sum(axis=-1, keepdims=True)
             for row, i in enumerate(batch):
                 results[i] = probabilities[row, : len(windows.input_ids[i])]
         return results
@@ -180,7 +187,8 @@ class Tagger:
         # The best tag of every token, one vectorised max per window instead of one per word.
         best = []
         for probabilities in self.window_probabilities(windows):
-            top, tag_ids = probabilities.max(-1)
+            tag_ids = probabilities.argmax(-1)
+            top = np.take_along_axis(probabilities, tag_ids[:, None], axis=-1)[:, 0]
             best.append(list(zip(tag_ids.tolist(), top.tolist())))
         per_word = owned_predictions(windows, best, [len(w) for w in words])
         return [

@@ -4,14 +4,17 @@
     Tagger.load("models/default", backend="onnx", quantize="int8")  # dynamic int8 weights
 
 The first load exports the model with ``torch.onnx`` (dynamic batch and sequence axes), fuses
-it with ONNX Runtime's transformer optimizer where the architecture is supported, and, for
-``int8``, quantizes the weight matrices dynamically. The files go to ``<model_dir>/onnx/``
-with a fingerprint of the weights and config they came from: a retrained or replaced model
-is exported again instead of silently serving the old graph.
+attention and GELU with ONNX Runtime's transformer optimizer where it knows the architecture,
+checks the graph against PyTorch, and, for ``int8``, quantizes it (``training.quantization``:
+dynamic int8 with SmoothQuant scales from the model's calibrated activation ranges). The files
+go to ``<model_dir>/onnx/`` with a fingerprint of the weights, config and activation ranges
+they came from: a retrained or replaced model is exported again instead of silently serving
+the old graph.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,13 +22,16 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import torch
+
 from training.errors import ModelError
-from training.files import sha256_of_files
+from training.files import apply_umask, sha256_of_files
+from training.quantization import ACTIVATION_RANGES_FILE, quantize_int8
 
 CACHE_DIR_NAME = "onnx"
 FINGERPRINT_FILE = "fingerprint.json"
 # Bump when the export recipe changes, so caches written by older code are rebuilt.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 OPSET = 18
 QUANTIZATIONS = ("int8",)
 # Architectures whose attention/LayerNorm/GELU patterns ONNX Runtime's optimizer knows.
@@ -33,8 +39,9 @@ OPTIMIZER_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "distilbert": "bert"
 
 
 def model_fingerprint(model_dir: Path) -> dict:
-    """What the cached graphs were built from: the weights, the config and the recipe."""
+    """What the cached graphs were built from: weights, activation ranges, config, recipe."""
     files = sorted(model_dir.glob("*.safetensors")) + [model_dir / "config.json"]
+    files += [path for path in [model_dir / ACTIVATION_RANGES_FILE] if path.is_file()]
     return {
         "recipe": RECIPE_VERSION,
         "opset": OPSET,
@@ -53,131 +60,157 @@ def _replace_atomically(target: Path, write) -> None:
     os.close(handle)
     try:
         write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates files readable by their owner only
+        apply_umask([tmp])  # mkstemp creates files readable by their owner only
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
-def export_fp32(model_dir: Path, target: Path) -> None:
-    """Export the token-classification model of ``model_dir`` to ``target`` (logits output)."""
-    import torch
+def export_fp32(model_dir: Path, target: Path) -> str:
+    """Export the token-classification model of ``model_dir`` to ``target`` (logits output).
+
+    Prefers the TorchScript exporter, whose graphs ONNX Runtime's optimizer fuses into its
+    attention and GELU kernels, and falls back to the dynamo exporter (unfused) where that
+    fails. Either graph must reproduce PyTorch's logits on a padded batch before it is used.
+    Returns the exporter used.
+    """
     from transformers import AutoModelForTokenClassification
 
-    # Eager attention: the SDPA export guards fully masked rows with IsNaN/Where nodes over
-    # every attention matrix, which took 31% of ONNX Runtime's time on MiniLM.
+    # Eager attention: SDPA's export guards fully masked rows with IsNaN/Where nodes over
+    # every attention matrix (31% of ONNX Runtime's time on MiniLM) and defeats fusion.
     model = AutoModelForTokenClassification.from_pretrained(
         model_dir, use_safetensors=True, attn_implementation="eager"
     ).eval()
+    raw = target.with_name(target.name + ".raw")
+    failures = []
+    try:
+        for name, exporter in (("torchscript", _export_torchscript), ("dynamo", _export_dynamo)):
+            try:
+                exporter(_LogitsOnly(model).eval(), model.config, raw)
+                _optimize(raw, target, model.config, fuse=name == "torchscript")
+                _check_against_pytorch(target, model)
+                return name
+            except Exception as exc:  # an exporter or optimizer failing on this architecture
+                failures.append(f"{name}: {exc}")
+    finally:
+        raw.unlink(missing_ok=True)
+    raise ModelError(f"{model_dir}: ONNX export failed ({'; '.join(failures)})")
 
-    class LogitsOnly(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
 
-        def forward(self, input_ids, attention_mask):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+class _LogitsOnly(torch.nn.Module):
+    """``forward(input_ids, attention_mask) -> logits``: the graph's whole interface."""
 
-    # Example sizes above 1 so neither axis is specialised to a constant.
-    input_ids = torch.randint(5, model.config.vocab_size, (2, 16))
-    attention_mask = torch.ones_like(input_ids)
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def _example_batch(config, lengths=(16, 11)):
+    """Random ids, right-padded: a mask with zeros keeps the exporters from dropping masking."""
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, config.vocab_size, (len(lengths), max(lengths)), generator=generator)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, length in enumerate(lengths):
+        attention_mask[row, :length] = 1
+    return input_ids, attention_mask
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporters' advice (e.g. "torchvision is not installed") for one export."""
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed"
+    exporter_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                LogitsOnly(model),
-                (input_ids, attention_mask),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
-                dynamic_shapes={
-                    "input_ids": {0: batch, 1: sequence},
-                    "attention_mask": {0: batch, 1: sequence},
-                },
-                opset_version=OPSET,
-                dynamo=True,
-                verbose=False,
-            )
+            yield
     finally:
         exporter_log.setLevel(level)
-    raw = target.with_name(target.name + ".raw")
-    try:
-        program.save(str(raw))
-        _optimize(raw, target, model.config)
-    finally:
-        raw.unlink(missing_ok=True)
 
 
-def _optimize(source: Path, target: Path, config) -> None:
-    """Fuse transformer patterns offline where ONNX Runtime knows the architecture."""
+def _export_torchscript(module, config, target: Path) -> None:
+    with _quiet_exporter():
+        torch.onnx.export(
+            module,
+            _example_batch(config),
+            str(target),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={
+                name: {0: "batch", 1: "sequence"} for name in ("input_ids", "attention_mask", "logits")
+            },
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def _export_dynamo(module, config, target: Path) -> None:
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            module,
+            _example_batch(config),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_shapes={
+                "input_ids": {0: batch, 1: sequence},
+                "attention_mask": {0: batch, 1: sequence},
+            },
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    program.save(str(target))
+
+
+def _optimize(source: Path, target: Path, config, fuse: bool) -> None:
+    """Fuse attention and GELU offline where ONNX Runtime's optimizer knows the architecture."""
     kind = OPTIMIZER_MODEL_TYPES.get(config.model_type)
-    if kind is None:
+    if kind is None or not fuse:
         os.replace(source, target)
         return
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions(kind)
+    # Its embedding fusion computes wrong logits for these graphs (checked: max error 3.8),
+    # and SkipLayerNormalization ran 4.6x slower than Add + LayerNormalization on AVX-512.
+    options.enable_embed_layer_norm = False
+    options.enable_skip_layer_norm = False
     optimized = optimize_model(
         str(source),
         model_type=kind,
         num_heads=config.num_attention_heads,
         hidden_size=config.hidden_size,
         opt_level=1,
+        optimization_options=options,
     )
     optimized.save_model_to_file(str(target))
 
 
-def feed_forward_down_projections(graph_path: Path, config) -> list[str]:
-    """The MatMul nodes whose weight maps the feed-forward width back to the hidden size."""
-    import onnx
+def _check_against_pytorch(graph: Path, model, tolerance: float = 1e-3) -> None:
+    """Raise unless the graph's logits match PyTorch's on real tokens of padded batches."""
+    import numpy as np
+    import onnxruntime
 
-    graph = onnx.load(str(graph_path), load_external_data=False).graph
-    shapes = {init.name: tuple(init.dims) for init in graph.initializer}
-    down = (getattr(config, "intermediate_size", 4 * config.hidden_size), config.hidden_size)
-    return [
-        node.name
-        for node in graph.node
-        if node.op_type == "MatMul" and len(node.input) > 1 and shapes.get(node.input[1]) == down
-    ]
-
-
-def quantize_int8(source: Path, target: Path, config) -> None:
-    """Dynamic int8 quantization of the weight matrices (activations quantized at run time).
-
-    Per-channel weight scales; products of two activations (attention) stay fp32, and so do
-    the feed-forward down-projections: their inputs (GELU outputs) carry the outliers that
-    per-tensor activation scales clip (Bondarenko et al. 2021). On the default MiniLM model
-    quantizing those too cost 0.45 strict-F1 points on the test split; keeping them, 0.18.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The exported graph is already optimized; silence the generic pre-processing advice.
-    advice = _DropMessages("Please consider")
-    logging.getLogger().addFilter(advice)
-    try:
-        quantize_dynamic(
-            str(source),
-            str(target),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            nodes_to_exclude=feed_forward_down_projections(source, config),
-            extra_options={"MatMulConstBOnly": True},
-        )
-    finally:
-        logging.getLogger().removeFilter(advice)
-
-
-class _DropMessages(logging.Filter):
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    for lengths in ((16, 11), (37, 37, 5)):
+        input_ids, attention_mask = _example_batch(model.config, lengths)
+        with torch.inference_mode():
+            expected = model(input_ids=input_ids, attention_mask=attention_mask).logits.numpy()
+        actual = session.run(
+            ["logits"], {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        )[0]
+        real = attention_mask.numpy().astype(bool)
+        error = float(np.abs(actual - expected)[real].max())
+        if not error <= tolerance:
+            raise ModelError(
+                f"exported graph differs from PyTorch by {error:.3g} on a padded batch {lengths}"
+            )
 
 
 def _read_fingerprint(path: Path) -> dict | None:
@@ -218,7 +251,7 @@ def prepare(model_dir: str | Path, quantize: str | None = None, cache_dir: str |
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(model_dir)
-        _replace_atomically(paths[quantize], lambda tmp: quantize_int8(paths[None], tmp, config))
+        _replace_atomically(paths[quantize], lambda tmp: quantize_int8(paths[None], tmp, model_dir, config))
     if not current:
         _replace_atomically(stamp, lambda tmp: tmp.write_text(json.dumps(fingerprint, indent=1) + "\n"))
     return paths[quantize]
@@ -237,7 +270,13 @@ class OnnxTokenClassifier:
         options.inter_op_num_threads = 1
         self.path = Path(path)
         self.config = config
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(
+            str(path),
+            options,
+            providers=["CPUExecutionProvider"],
+            # SkipLayerNormalization: 4.6x slower than the Add + LayerNormalization it replaces.
+            disabled_optimizers=["SkipLayerNormFusion"],
+        )
 
     def __call__(self, input_ids, attention_mask):
         """Logits (numpy, float32) for int64 numpy ``input_ids`` and ``attention_mask``."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from training.config import Config
 from training.errors import TrainingError
-from training.files import sha256_of_files
+from training.files import apply_umask, sha256_of_files
 from training.schema import BIO_TAGS, ID2LABEL
 
 
@@ -150,6 +150,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     from training.inference import Tagger
     from training.model_card import render_model_card
     from training.modeling import build_model, load_tokenizer, resolve_model
+    from training.quantization import calibrate
 
     output_dir = Path(config.training.output_dir)
     model_path = resolve_model(config.model.name)
@@ -270,6 +271,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     trainer.model.config.label2id = {v: k for k, v in ID2LABEL.items()}
     trainer.save_model(str(final))
     tokenizer.save_pretrained(str(final))
+    calibrate(trainer.model, train_windows.input_ids, tokenizer.pad_token_id or 0, final)
     (final / "training_config.yaml").write_text(config.to_yaml())
     (final / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     (final / "training_log.json").write_text(json.dumps(trainer.state.log_history, indent=1) + "\n")
@@ -279,6 +281,8 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     )
     for leftover in ("training_args.bin",):
         (final / leftover).unlink(missing_ok=True)
+    # safetensors writes weights 0600; a model folder is shared like any other output.
+    apply_umask(path for path in final.rglob("*") if path.is_file())
     _move_into_place(final, output_dir)
     shutil.rmtree(work_dir, ignore_errors=True)
     return TrainResult(output_dir=output_dir, metrics=metrics)
