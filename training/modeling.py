@@ -124,18 +124,36 @@ def load_tokenizer(path: str, case_markers: str | bool = False):
     return tokenizer
 
 
-def build_model(path: str, labels: list[str] | tuple[str, ...]):
-    """A token-classification model on the encoder at ``path`` with a fresh head for ``labels``."""
-    from transformers import AutoModelForTokenClassification
+# Where encoders keep their attention-probability dropout.
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def build_model(path: str, labels: list[str] | tuple[str, ...], attention_dropout: float | None = None):
+    """A token-classification model on the encoder at ``path`` with a fresh head for ``labels``.
+
+    ``attention_dropout`` replaces the encoder's dropout on attention probabilities.
+    """
+    from transformers import AutoConfig, AutoModelForTokenClassification
 
     id2label = dict(enumerate(labels))
     try:
-        return AutoModelForTokenClassification.from_pretrained(
+        config = AutoConfig.from_pretrained(
             path,
             num_labels=len(labels),
             id2label=id2label,
             label2id={label: i for i, label in id2label.items()},
-            ignore_mismatched_sizes=True,
+        )
+        if attention_dropout is not None:
+            keys = [key for key in ATTENTION_DROPOUT_KEYS if hasattr(config, key)]
+            if not keys:
+                raise ModelError(
+                    f"model.attention_dropout: {config.model_type} models have none of "
+                    f"{', '.join(ATTENTION_DROPOUT_KEYS)}; leave it unset for this encoder"
+                )
+            for key in keys:
+                setattr(config, key, attention_dropout)
+        return AutoModelForTokenClassification.from_pretrained(
+            path, config=config, ignore_mismatched_sizes=True
         )
     except OSError:
         raise ModelError(_offline_hint(path)) from None
