@@ -34,8 +34,8 @@ RANGES_FORMAT = 1
 # 0.5 (the paper's default) made things worse, 0.75-0.9 were best; 0.85 best of all.
 SMOOTHING_ALPHA = 0.85
 MIN_RANGE = 1e-5
-# Windows spread over the training split; ranges from 128 and from 400 windows quantized to
-# the same test-split F1 on models/default.
+# Windows spread over the training split. On models/default, ranges from 32, 128 and all 370
+# training windows gave int8 graphs equally close to fp32 (KL 2.4, 2.4, 2.3 x 1e-3).
 CALIBRATION_WINDOWS = 128
 
 log = logging.getLogger(__name__)
@@ -199,8 +199,8 @@ def quantize_int8(source: Path, target: Path, model_dir: Path, config) -> dict:
     activations are quantized at run time; products of two activations stay fp32, and so
     does the embedding table (quantizing a lookup saves memory, not time, and cost accuracy).
     With calibrated activation ranges the products are smoothed first (see the module
-    docstring); without them the feed-forward down-projections stay fp32. Returns what was
-    done, for the cache's fingerprint and for logging.
+    docstring); without them the feed-forward down-projections stay fp32. Returns how many
+    products were smoothed and how many stay fp32.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
