@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmark_results import finish  # noqa: E402  (this folder)
 
 TARGET_SECONDS = 60.0
 TARGET_PEAK_MB = 2048.0
@@ -174,11 +175,7 @@ def main() -> int:
         f"target: {largest['size']} articles < {TARGET_SECONDS:.0f} s and < {TARGET_PEAK_MB:.0f} MB, linear: "
         + ("met" if not failures else "MISSED")
     )
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "failures": failures}, indent=1) + "\n")
-    for failure in failures:
-        print("FAILED:", failure)
-    return 1 if failures else 0
+    return finish({"rows": rows}, failures, args.json)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ as a fraction of plain fp32 and bf16 matrix-multiply peaks measured in the same 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -30,6 +29,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmark_results import finish  # noqa: E402  (this folder)
 
 from training.config import Config, load_config  # noqa: E402
 from training.dataset import build_from_config, tokenize_words  # noqa: E402
@@ -252,12 +253,7 @@ def main() -> int:
         print(f"target {label}: {checks[key]:.2f}x the pipeline's documents/s (>= {target}x): {verdict}")
         if checks[key] < target:
             failures.append(f"{label}: {checks[key]:.2f}x < {target}x")
-    results["failures"] = failures
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    for failure in failures:
-        print("FAILED:", failure)
-    return 1 if failures else 0
+    return finish(results, failures, args.json)
 
 
 if __name__ == "__main__":

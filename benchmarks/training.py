@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmark_results import finish  # noqa: E402  (this folder)
+
 from training.config import Config, load_config  # noqa: E402
 
 SPEEDUP_TARGET = 1.5
@@ -258,12 +260,7 @@ def main() -> int:
         f"test F1 {100 * delta:+.2f} points (target: at most 0.5 below): "
         + ("met" if not failures else "MISSED")
     )
-    results["failures"] = failures
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    for failure in failures:
-        print("FAILED:", failure)
-    return 1 if failures else 0
+    return finish(results, failures, args.json)
 
 
 if __name__ == "__main__":
