@@ -162,9 +162,9 @@ def smooth_graph(
         weight = (
             initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
         )
-        layer = by_digest.get(_digest(numpy_helper.to_array(weight))) if weight is not None else None
+        w = numpy_helper.to_array(weight) if weight is not None else None
+        layer = by_digest.get(_digest(w)) if w is not None else None
         if layer is not None:
-            w = numpy_helper.to_array(weight)
             a = np.maximum(ranges[layer], MIN_RANGE)
             scale = (a**alpha / np.maximum(np.abs(w).max(axis=1), MIN_RANGE) ** (1 - alpha)).astype(
                 np.float32
