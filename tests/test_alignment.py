@@ -4,9 +4,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from training.alignment import IGNORE, encode_documents, owned_predictions
-from training.dataset import tokenize_words
 from training.modeling import load_tokenizer
 from training.schema import ID2LABEL, LABEL2ID
+from training.text import tokenize_words
 
 
 def _long_document(n=60):

@@ -8,11 +8,21 @@ import pytest
 import yaml
 
 from training.config import DataConfig
-from training.corpus import build_export, load_articles, parse_article, parse_markup, render_article
+from training.corpus import (
+    REGISTERS,
+    build_export,
+    check_articles,
+    load_articles,
+    parse_article,
+    parse_markup,
+    render_article,
+    render_sources,
+)
 from training.errors import DataError
 from training.labelstudio import convert_tasks
 from training.schema import LABEL_NAMES
-from training.validation import Span, validate_documents
+from training.text import Span
+from training.validation import validate_documents
 
 ROOT = Path(__file__).parent.parent
 ARTICLES = ROOT / "data" / "corpus" / "articles"
@@ -60,26 +70,55 @@ def test_corpus_validates_with_zero_unexplained_inconsistencies(documents):
     assert summary.inconsistencies == []
 
 
-def test_corpus_size_and_label_targets(documents):
-    assert len(documents) >= 150
+def test_corpus_size_and_label_targets(articles, documents):
+    assert len(documents) >= 370
     counts = Counter(span.label for doc in documents for span in doc.spans)
     assert sum(counts.values()) >= 6000
     assert set(counts) == set(LABEL_NAMES)
     assert min(counts.values()) >= 150, counts
     test_counts = Counter(s.label for d in documents if d.split == "test" for s in d.spans)
     assert min(test_counts[label] for label in LABEL_NAMES) >= 30, test_counts
-    assert all(1200 <= len(doc.text) <= 3500 for doc in documents)
+    assert check_articles(articles) == []  # spans clean, lengths within each register's bounds
 
 
 def test_splits_are_about_70_15_15_and_cover_every_region(articles):
-    splits = Counter(a.meta["split"] for a in articles)
+    house_style = [a for a in articles if "register" not in a.meta]
+    splits = Counter(a.meta["split"] for a in house_style)
     total = sum(splits.values())
     assert abs(splits["train"] / total - 0.70) < 0.05
     assert abs(splits["validation"] / total - 0.15) < 0.04
     assert abs(splits["test"] / total - 0.15) < 0.04
-    regions = {a.meta["region"] for a in articles}
+    regions = {a.meta["region"] for a in house_style}
     for split in ("train", "validation", "test"):
-        assert {a.meta["region"] for a in articles if a.meta["split"] == split} == regions
+        assert {a.meta["region"] for a in house_style if a.meta["split"] == split} == regions
+    # Articles from real reports: a fifth of the training ones select the model (validation);
+    # the test split stays the house-style one, and realnews is the real-world test.
+    real = Counter(a.meta["split"] for a in articles if "register" in a.meta)
+    assert real["test"] == 0 and real["realnews"] >= 40
+    assert 0.15 < real["validation"] / (real["train"] + real["validation"]) < 0.25
+
+
+def test_articles_from_real_reports_mix_registers_and_record_their_sources(articles):
+    real = [a for a in articles if "register" in a.meta]
+    assert len(real) >= 200
+    registers = Counter(a.meta["register"] for a in real)
+    assert set(registers) == set(REGISTERS) and min(registers.values()) >= 8, registers
+    assert sum(len(a.text) < 600 for a in real) >= 20 and sum(len(a.text) > 6000 for a in real) >= 10
+    urls = [a.meta["source_url"] for a in real]
+    assert len(set(urls)) == len(urls), "one source report per article"
+    assert (ARTICLES.parent / "SOURCES.md").read_text(encoding="utf-8") == render_sources(articles)
+    # Real-news typography is there: curly quotes, em dashes, dotted abbreviations.
+    text = "".join(a.text for a in real)
+    assert all(mark in text for mark in ("“", "’", "—", "U.S.", "Jr.", "Mr"))
+
+
+def test_realnews_uses_sources_and_regions_no_training_article_uses(articles):
+    held_out = [a for a in articles if a.meta.get("split") == "realnews"]
+    used = [a for a in articles if a.meta.get("split") != "realnews"]
+    assert len(held_out) >= 40
+    assert not {a.meta["source_url"] for a in held_out} & {a.meta.get("source_url") for a in used}
+    trained_regions = {a.meta["region"] for a in used if "register" in a.meta}
+    assert not {a.meta["region"] for a in held_out} & trained_regions
 
 
 def test_at_least_40_countries_from_every_continent(documents):

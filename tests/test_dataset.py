@@ -9,61 +9,11 @@ from training.dataset import (
     build_dataset,
     build_from_config,
     load_dataset_dir,
-    spans_to_tags,
-    tags_to_spans,
-    tokenize_words,
 )
 from training.errors import DataError
 from training.labelstudio import ConversionReport, Document, convert_tasks
 from training.schema import BIO_TAGS
-from training.validation import Span
-
-
-def test_word_tokenizer_splits_punctuation_hyphens_and_possessives():
-    words, spans = tokenize_words("South Korea’s F-16s cost US$1.2 billion, Seung-Bae's.")
-    assert words == [
-        "South",
-        "Korea",
-        "’s",
-        "F",
-        "-",
-        "16s",
-        "cost",
-        "US",
-        "$",
-        "1.2",
-        "billion",
-        ",",
-        "Seung",
-        "-",
-        "Bae",
-        "'s",
-        ".",
-    ]
-    text = "South Korea’s F-16s cost US$1.2 billion, Seung-Bae's."
-    assert all(text[s:e] == w for w, (s, e) in zip(words, spans))
-
-
-def test_spans_to_tags_and_back():
-    text = "Yeo Seung-Bae met KAI in Seoul."
-    words, word_spans = tokenize_words(text)
-    spans = [Span(0, 13, "PERSON"), Span(18, 21, "COMPANY"), Span(25, 30, "GPE")]
-    tags, misaligned = spans_to_tags(word_spans, spans)
-    assert tags == ["B-PERSON", "I-PERSON", "I-PERSON", "I-PERSON", "O", "B-COMPANY", "O", "B-GPE", "O"]
-    assert misaligned == []
-    assert tags_to_spans(word_spans, tags) == spans
-
-
-def test_boundary_inside_a_word_is_reported_not_widened():
-    _, word_spans = tokenize_words("The F-16s flew.")
-    tags, misaligned = spans_to_tags(word_spans, [Span(4, 8, "EQUIPMENT")])  # "F-16" inside "16s"
-    assert misaligned == [Span(4, 8, "EQUIPMENT")]
-    assert set(tags) == {"O"}
-
-
-def test_lenient_decoding_of_invalid_i_tags():
-    spans = tags_to_spans([(0, 1), (2, 3), (4, 5)], ["I-GPE", "I-GPE", "B-ROLE"])
-    assert spans == [Span(0, 3, "GPE"), Span(4, 5, "ROLE")]
+from training.text import Span
 
 
 def _docs(n, split=None):
@@ -106,6 +56,27 @@ def test_build_dataset_features_and_misaligned_policy():
     assert [BIO_TAGS[t] for t in row["ner_tags"]][-2] == "B-GPE"
     assert row["entities"][1] == {"start": 18, "end": 23, "label": "GPE"}
     assert dataset["train"].features["ner_tags"].feature.names == list(BIO_TAGS)
+
+
+def test_spans_short_of_an_abbreviations_stop_are_widened_and_reported():
+    text = "Talks with the U.S. ended. Hanwha Ocean Co. won."
+    docs = [Document(id="a", text=text, spans=[Span(15, 18, "GPE"), Span(27, 42, "COMPANY")], split="train")]
+    report = ConversionReport()
+    row = build_dataset(docs, DataConfig(), report)["train"][0]
+    assert [text[e["start"] : e["end"]] for e in row["entities"]] == ["U.S.", "Hanwha Ocean Co."]
+    assert [a["message"] for a in report.adjustments] == [
+        "doc a: entity [15:18] GPE 'U.S' widened to the whole abbreviation 'U.S.'",
+        "doc a: entity [27:42] COMPANY 'Hanwha Ocean Co' widened to the whole abbreviation"
+        " 'Hanwha Ocean Co.'",
+    ]
+
+
+def test_a_held_out_split_is_kept_apart_and_only_where_named():
+    docs = _docs(10) + [Document(id="r", text="Oslo.", spans=[Span(0, 4, "GPE")], split="realnews")]
+    splits = assign_splits(docs, DataConfig())
+    assert [d.id for d in splits["realnews"]] == ["r"]
+    assert all(d.id != "r" for name in ("train", "validation", "test") for d in splits[name])
+    assert "realnews" not in assign_splits(_docs(10), DataConfig())
 
 
 def test_build_from_config_saves_dataset_and_report(tmp_path):

@@ -10,7 +10,7 @@ from training.error_analysis import (
     top_confusions,
     write_jsonl,
 )
-from training.validation import Span
+from training.text import Span
 
 
 def test_each_kind_by_hand():

@@ -17,7 +17,7 @@ from training.evaluate import (
     seqeval_scores,
     span_scores,
 )
-from training.validation import Span
+from training.text import Span
 
 
 def test_prf_by_hand():
@@ -252,7 +252,7 @@ def test_bootstrap_samples_equal_seqeval_on_the_resampled_documents():
 
 
 def _evaluation(gold, predicted, ids=None) -> Evaluation:
-    from training.dataset import tags_to_spans
+    from training.text import tags_to_spans
 
     word_spans = [[(i, i + 1) for i in range(len(doc))] for doc in gold]
     return Evaluation(

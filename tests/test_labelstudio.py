@@ -6,7 +6,7 @@ from conftest import make_task
 from training.config import DataConfig
 from training.errors import DataError
 from training.labelstudio import convert_tasks, python_index, read_export
-from training.validation import Span
+from training.text import Span
 
 TEXT = "Seoul and Kuala Lumpur signed an arms deal."
 #       0    5    10        20        30   35

@@ -58,7 +58,7 @@ def test_each_text_gets_one_prediction_with_a_task_score(tiny_tagger):
 def test_confidence_is_the_geometric_mean_of_word_probabilities(tiny_tagger):
     import math
 
-    from training.dataset import tokenize_words
+    from training.text import tokenize_words
 
     text = "Seoul and Paris met in Kuala Lumpur."
     [(_, confidence)] = tiny_tagger.tag_with_confidence([text])

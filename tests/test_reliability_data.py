@@ -6,10 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.config import DataConfig
-from training.dataset import spans_to_tags, tags_to_spans, tokenize_words
 from training.errors import DataError
 from training.labelstudio import convert_tasks
-from training.validation import Span
+from training.text import Span, spans_to_tags, tags_to_spans, tokenize_words
 
 
 def convert(tasks, **options):

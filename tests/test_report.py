@@ -10,7 +10,7 @@ import pytest
 from training.cli import main
 from training.evaluate import Evaluation
 from training.report import ReportModel, read_training_log, write_report
-from training.validation import Span
+from training.text import Span
 
 VOID = {"meta", "img", "input", "br", "hr", "link"}
 HOSTILE = '<script>alert("x")</script> & <b>'

@@ -231,7 +231,13 @@ def cmd_corpus_check(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_build(args: argparse.Namespace) -> int:
-    from training.corpus import assign_corpus_splits, load_articles, render_article, write_export
+    from training.corpus import (
+        assign_corpus_splits,
+        load_articles,
+        render_article,
+        render_sources,
+        write_export,
+    )
 
     articles = load_articles(Path(args.articles))
     if args.assign_splits:
@@ -243,7 +249,9 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
     if missing:
         raise DataError(f"articles without a split: {', '.join(missing[:10])}")
     write_export(articles, Path(args.out))
-    print(f"{len(articles)} articles -> {args.out}")
+    sources = Path(args.articles).parent / "SOURCES.md"
+    sources.write_text(render_sources(articles), encoding="utf-8")
+    print(f"{len(articles)} articles -> {args.out}; sources -> {sources}")
     return 0
 
 

@@ -61,6 +61,24 @@ class LabelStudioSource(_Section):
     snapshot_dir: Path = Path("data/snapshots")
 
 
+class AugmentConfig(_Section):
+    """Augmented copies of training documents (training split only; never in evaluation)."""
+
+    # Augmented copies per training document; 0 turns augmentation off.
+    copies: int = Field(0, ge=0, le=10)
+    # Keep the original beside its copies (False: copies replace it, same training cost).
+    keep_original: bool = True
+    seed: int = 7
+    # Chance that a person or company is renamed with a generated name (Faker, many locales).
+    mentions: float = Field(0.5, ge=0, le=1)
+    # Chance that a surname-only person mention gets an honorific before it (Mr, Dr, Datuk).
+    honorifics: float = Field(0.3, ge=0, le=1)
+    # Chance of a typography change: straight/curly quotes, --/em dash, US/U.S.
+    typography: float = Field(0.5, ge=0, le=1)
+    # Chance of a capitalisation change: headline-case first sentence or upper-case dateline.
+    case: float = Field(0.3, ge=0, le=1)
+
+
 class DataConfig(_Section):
     """Where the annotated tasks come from and how they become a dataset."""
 
@@ -79,6 +97,7 @@ class DataConfig(_Section):
     # Tasks with identical text (e.g. imported twice): an error, or keep the first and count.
     duplicate_texts: Literal["error", "keep_first"] = "error"
     split: SplitConfig = SplitConfig()
+    augment: AugmentConfig = AugmentConfig()
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -98,12 +117,17 @@ class ModelConfig(_Section):
     max_length: int = Field(256, ge=16, le=4096)
     # Tokens shared by consecutive windows, so every word sees context on both sides.
     stride: int = Field(64, ge=0)
-    # Label every subword (B- on the first, I- on the rest) instead of the first only.
-    label_all_subwords: bool = False
+    # Label every subword (B- on the first, I- on the rest) instead of the first only. On:
+    # a plain transformers pipeline reads the case marker as a word of its own and takes the
+    # next subword's tag for the rest of the word, so those subwords must carry the entity too.
+    label_all_subwords: bool = True
     # Dropout on attention probabilities while fine-tuning (None: the encoder's own, 0.1 for
     # BERT). PyTorch's fused CPU attention kernel has no dropout, so 0 lets training use it:
     # 1.9x faster training steps for MiniLM on 2 cores (benchmarks/training.py).
     attention_dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    # viterbi: the best valid BIO sequence (no stray I-, no entity across a line break or of
+    # punctuation only): +2.3 F1 on real news; greedy: each word's top tag, for comparison.
+    decoding: Literal["viterbi", "greedy"] = "viterbi"
 
     @model_validator(mode="after")
     def _stride_fits(self) -> ModelConfig:

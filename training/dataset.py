@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from datasets import (
@@ -26,19 +26,15 @@ from datasets import (
 )
 from datasets import Sequence as HFSequence
 
-from training.config import Config, DataConfig
+from training.config import AugmentConfig, Config, DataConfig
 from training.errors import DataError
 from training.files import write_atomically
 from training.labelstudio import ConversionReport, Document, convert_tasks, iter_export
-from training.schema import BIO_TAGS, LABEL2ID, OUTSIDE
-from training.validation import Span
+from training.schema import BIO_TAGS, HELD_OUT_SPLITS, LABEL2ID, SPLITS
+from training.text import Span, spans_to_tags, tokenize_words, widen_to_abbreviations
 
-SPLITS = ("train", "validation", "test")
 # Documents turned into Arrow at a time when building a split (bounds the Python-object peak).
 BUILD_CHUNK = 1000
-# Numbers with separators stay whole (1,200 / 3.5); possessive 's is its own word;
-# other runs of letters/digits are words; every other non-space character stands alone.
-WORD_PATTERN = re.compile(r"\d+(?:[.,]\d+)+|['’][sS](?!\w)|[^\W_]+|\S")
 
 FEATURES = Features(
     {
@@ -52,68 +48,17 @@ FEATURES = Features(
 )
 
 
-def tokenize_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Words of ``text`` and their character spans."""
-    words, spans = [], []
-    for match in WORD_PATTERN.finditer(text):
-        words.append(match.group())
-        spans.append(match.span())
-    return words, spans
-
-
-def spans_to_tags(
-    word_spans: Sequence[tuple[int, int]], spans: Sequence[Span]
-) -> tuple[list[str], list[Span]]:
-    """BIO tags for words; also the spans whose boundaries fall inside a word (not tagged)."""
-    tags = [OUTSIDE] * len(word_spans)
-    starts = {start: i for i, (start, _) in enumerate(word_spans)}
-    ends = {end: i for i, (_, end) in enumerate(word_spans)}
-    misaligned = []
-    for span in spans:
-        first, last = starts.get(span.start), ends.get(span.end)
-        if first is None or last is None or last < first:
-            misaligned.append(span)
-            continue
-        tags[first] = f"B-{span.label}"
-        for i in range(first + 1, last + 1):
-            tags[i] = f"I-{span.label}"
-    return tags, misaligned
-
-
-def tags_to_word_ranges(tags: Sequence[str]) -> list[tuple[int, int, str]]:
-    """``(first_word, last_word, label)`` of each entity in a BIO sequence.
-
-    Lenient like seqeval's default mode: an I- tag that does not continue an entity of the
-    same label starts a new one.
-    """
-    entities: list[tuple[int, int, str]] = []
-    current: list | None = None
-    for i, tag in enumerate(tags):
-        prefix, _, label = tag.partition("-")
-        if prefix == "I" and current is not None and current[2] == label and current[1] == i - 1:
-            current[1] = i
-            continue
-        if current is not None:
-            entities.append(tuple(current))
-            current = None
-        if prefix in ("B", "I"):
-            current = [i, i, label]
-    if current is not None:
-        entities.append(tuple(current))
-    return entities
-
-
-def tags_to_spans(word_spans: Sequence[Sequence[int]], tags: Sequence[str]) -> list[Span]:
-    """Character spans of the entities in a BIO sequence over words with ``word_spans``."""
-    return [
-        Span(word_spans[first][0], word_spans[last][1], label)
-        for first, last, label in tags_to_word_ranges(tags)
-    ]
-
-
 def assign_splits(documents: Sequence[Document], options: DataConfig) -> dict[str, list[Document]]:
-    """Named splits win; the rest are shuffled with the config's seed and cut by its ratios."""
+    """Named splits win; the rest are shuffled with the config's seed and cut by its ratios.
+
+    Held-out splits (``realnews``) come only from documents that name them.
+    """
     named = {name: [d for d in documents if d.split == name] for name in SPLITS}
+    # A held-out split exists only where documents name it (an empty split cannot be saved).
+    for name in HELD_OUT_SPLITS:
+        held_out = [d for d in documents if d.split == name]
+        if held_out:
+            named[name] = held_out
     rest = sorted((d for d in documents if d.split is None), key=lambda d: d.id)
     random.Random(options.split.seed).shuffle(rest)
     ratios = options.split
@@ -125,19 +70,36 @@ def assign_splits(documents: Sequence[Document], options: DataConfig) -> dict[st
     return named
 
 
-def document_record(document: Document) -> tuple[dict, list[Span]]:
-    """The dataset row of one document, and its spans that do not fall on word boundaries."""
+def augment_documents(documents: Sequence[Document], options: AugmentConfig) -> list[Document]:
+    """Training documents with their augmented copies (ids ``<id>#aug<n>``), seeded."""
+    from training.augment import Augmenter
+
+    augmenter = Augmenter(options)
+    out = []
+    for document in documents:
+        if options.keep_original:
+            out.append(document)
+        for n in range(1, options.copies + 1):
+            text, spans = augmenter(document.text, document.spans)
+            out.append(replace(document, id=f"{document.id}#aug{n}", text=text, spans=spans))
+    return out
+
+
+def document_record(document: Document) -> tuple[dict, list[Span], list[tuple[Span, Span]]]:
+    """The dataset row of one document, its spans that do not fall on word boundaries, and the
+    spans widened to a whole abbreviation (``(old, new)``: "U.S" -> "U.S.")."""
+    spans, widened = widen_to_abbreviations(document.text, document.spans)
     words, word_spans = tokenize_words(document.text)
-    tags, misaligned = spans_to_tags(word_spans, document.spans)
+    tags, misaligned = spans_to_tags(word_spans, spans)
     row = {
         "id": document.id,
         "text": document.text,
-        "entities": [{"start": s.start, "end": s.end, "label": s.label} for s in document.spans],
+        "entities": [{"start": s.start, "end": s.end, "label": s.label} for s in spans],
         "tokens": words,
         "token_spans": [list(span) for span in word_spans],
         "ner_tags": [LABEL2ID[tag] for tag in tags],
     }
-    return row, misaligned
+    return row, misaligned, widened
 
 
 def build_dataset(
@@ -145,6 +107,8 @@ def build_dataset(
 ) -> DatasetDict:
     """The DatasetDict of ``documents``; misaligned entities follow ``options.invalid_spans``."""
     splits = assign_splits(documents, options)
+    if options.augment.copies:
+        splits["train"] = augment_documents(splits["train"], options.augment)
     return DatasetDict({split: _split_dataset(docs, options, report) for split, docs in splits.items()})
 
 
@@ -155,7 +119,14 @@ def _split_dataset(docs: Sequence[Document], options: DataConfig, report: Conver
     for first in range(0, len(docs), BUILD_CHUNK):
         rows: dict[str, list] = {name: [] for name in FEATURES}
         for document in docs[first : first + BUILD_CHUNK]:
-            row, misaligned = document_record(document)
+            row, misaligned, widened = document_record(document)
+            for old, new in widened:
+                report.adjust(
+                    document.task_id,
+                    f"doc {document.id}: entity [{old.start}:{old.end}] {old.label}"
+                    f" {document.text[old.start : old.end]!r} widened to the whole abbreviation"
+                    f" {document.text[new.start : new.end]!r}",
+                )
             for span in misaligned:
                 message = (
                     f"doc {document.id} (task {document.task_id}): entity [{span.start}:{span.end}]"

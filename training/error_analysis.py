@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.validation import Span
+from training.text import Span
 
 ERROR_KINDS = ("wrong_type", "wrong_boundary", "missed", "spurious")
 CONTEXT_CHARS = 60

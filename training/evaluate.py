@@ -49,7 +49,7 @@ from training.error_analysis import (
 )
 from training.label_map import check_labels, entity_labels, rename, rename_tags
 from training.schema import LABEL_NAMES, OUTSIDE
-from training.validation import Span
+from training.text import Span, line_starts, tags_to_spans
 
 PRF_SCHEMES = ("strict", "default", "spans")
 MUC_MODES = ("strict", "exact", "partial", "type")
@@ -448,12 +448,13 @@ def run_evaluation(
 
     The model's labels must match ``data_labels`` after ``label_map`` (``training.label_map``).
     """
-    from training.dataset import tags_to_spans
     from training.schema import BIO_TAGS
 
     label_map = label_map or {}
     check_labels(entity_labels(tagger.labels), data_labels, label_map, model_name)
-    predictions = tagger.predict_words([row["tokens"] for row in rows])
+    predictions = tagger.predict_words(
+        [row["tokens"] for row in rows], [line_starts(row["text"], row["token_spans"]) for row in rows]
+    )
     predicted_tags = [rename_tags([tag for tag, _ in doc], label_map) for doc in predictions]
     gold_spans = []
     for row in rows:
@@ -479,6 +480,18 @@ def evaluate_tagger(
 ) -> dict:
     """Score ``tagger`` on dataset rows: the evaluation JSON."""
     return run_evaluation(tagger, rows, label_map=label_map).scores(bootstrap, seed)
+
+
+def pipeline_spans(model_dir: str | Path, texts: Sequence[str], stride: int = 64) -> list[list[Span]]:
+    """The entities plain ``transformers`` finds (``pipeline("token-classification",
+    aggregation_strategy="first", stride=...)``, one call per text), for parity checks
+    against ``Tagger``."""
+    from transformers import pipeline
+
+    ner = pipeline("token-classification", model=str(model_dir), aggregation_strategy="first", stride=stride)
+    return [
+        [Span(int(e["start"]), int(e["end"]), e["entity_group"]) for e in ner(text)] for text in texts
+    ]
 
 
 def compare(

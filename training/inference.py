@@ -25,9 +25,8 @@ import torch
 import yaml
 
 from training.alignment import Windows, encode_documents, owned_predictions
-from training.dataset import tags_to_word_ranges, tokenize_words
 from training.errors import ModelError
-from training.schema import OUTSIDE
+from training.text import DECODINGS, BioConstraints, decode, line_starts, tags_to_word_ranges, tokenize_words
 
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_STRIDE = 64
@@ -65,6 +64,7 @@ class Tagger:
         batch_size: int | None = None,
         precision: str = "auto",
         threads: int | None = None,
+        decoding: str = "viterbi",
     ) -> None:
         """``model``: a ``transformers`` token-classification model or an ONNX classifier.
 
@@ -72,9 +72,13 @@ class Tagger:
         ``precision``: ``auto`` runs PyTorch models under bf16 autocast where the hardware has
         fast bf16 (CUDA with bf16, CPUs with AVX-512 BF16/AMX) and in fp32 elsewhere; ``fp32``
         and ``bf16`` force one. ``threads`` sets PyTorch's (process-wide) intra-op threads.
+        ``decoding``: ``viterbi`` (valid BIO sequences, no entity across a line break or made of
+        punctuation only) or ``greedy`` (each word's most probable tag, for comparison).
         """
         if precision not in PRECISIONS:
             raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
+        if decoding not in DECODINGS:
+            raise ModelError(f"decoding={decoding!r}: use one of {DECODINGS}")
         self.is_torch = isinstance(model, torch.nn.Module)
         self.model = model.eval() if self.is_torch else model
         if not self.is_torch and precision == "bf16":
@@ -87,6 +91,8 @@ class Tagger:
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE["torch" if self.is_torch else "onnx"]
         self.bf16 = self.is_torch and (precision == "bf16" or (precision == "auto" and _fast_bf16(model)))
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
+        self.decoding = decoding
+        self.constraints = BioConstraints(self.labels)
 
     @classmethod
     def load(
@@ -129,6 +135,7 @@ class Tagger:
             model_section = (yaml.safe_load(saved.read_text()) or {}).get("model", {})
             kwargs.setdefault("max_length", model_section.get("max_length", DEFAULT_MAX_LENGTH))
             kwargs.setdefault("stride", model_section.get("stride", DEFAULT_STRIDE))
+            kwargs.setdefault("decoding", model_section.get("decoding", "viterbi"))
         return cls(model, tokenizer, **kwargs)
 
     @property
@@ -179,22 +186,36 @@ class Tagger:
                 results[i] = probabilities[row, : len(windows.input_ids[i])]
         return results
 
-    def predict_words(self, words: Sequence[Sequence[str]]) -> list[list[tuple[str, float]]]:
-        """Per document, per word: the predicted BIO tag and its probability."""
+    def predict_words(
+        self, words: Sequence[Sequence[str]], line_start: Sequence[Sequence[bool]] | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Per document, per word: the decoded BIO tag and its probability.
+
+        ``line_start`` (per document, per word: a line break precedes it) keeps entities from
+        crossing lines; without it only the BIO and punctuation rules apply.
+        """
         if not words:
             return []
         windows = self.encode(words)
-        # The best tag of every token, one vectorised max per window instead of one per word.
-        best = []
-        for probabilities in self.window_probabilities(windows):
-            tag_ids = probabilities.argmax(-1)
-            top = np.take_along_axis(probabilities, tag_ids[:, None], axis=-1)[:, 0]
-            best.append(list(zip(tag_ids.tolist(), top.tolist())))
-        per_word = owned_predictions(windows, best, [len(w) for w in words])
-        return [
-            [(OUTSIDE, 1.0) if pick is None else (self.id2label[pick[0]], pick[1]) for pick in rows]
-            for rows in per_word
-        ]
+        outside = np.zeros(len(self.id2label), dtype=np.float32)
+        outside[self.labels.index("O")] = 1.0
+        per_word = owned_predictions(windows, self.window_probabilities(windows), [len(w) for w in words])
+        results = []
+        for n, (doc_words, rows) in enumerate(zip(words, per_word)):
+            # A word that produced no subword (characters the tokenizer deletes) is O.
+            rows = [outside if row is None else row for row in rows]
+            probabilities = np.stack(rows) if rows else np.empty((0, len(outside)), dtype=np.float32)
+            results.append(
+                decode(
+                    probabilities,
+                    self.labels,
+                    decoding=self.decoding,
+                    words=doc_words,
+                    line_start=line_start[n] if line_start is not None else None,
+                    constraints=self.constraints,
+                )
+            )
+        return results
 
     def tag(self, texts: Sequence[str]) -> list[list[Entity]]:
         """Entities of each text in ``texts``."""
@@ -208,7 +229,8 @@ class Tagger:
         whose annotation would teach the model most (``O`` words count too).
         """
         split = [tokenize_words(text) for text in texts]
-        predictions = self.predict_words([words for words, _ in split])
+        breaks = [line_starts(text, spans) for text, (_, spans) in zip(texts, split)]
+        predictions = self.predict_words([words for words, _ in split], breaks)
         results = []
         for text, (_, spans), tagged in zip(texts, split, predictions):
             tags = [tag for tag, _ in tagged]

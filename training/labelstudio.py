@@ -18,8 +18,9 @@ from typing import Any
 
 from training.config import DataConfig
 from training.errors import DataError
-from training.schema import LABEL_NAMES
-from training.validation import Span, span_problems
+from training.schema import ALL_SPLITS, LABEL_NAMES
+from training.text import Span
+from training.validation import span_problems
 
 
 @dataclass
@@ -370,8 +371,9 @@ def task_to_document(task: dict, options: DataConfig, report: ConversionReport) 
     spans = _remove_overlaps(spans, text, options, report, name, task_id)
     doc_id = str(data.get("doc_id", task_id))
     split = data.get(options.split.field)
-    if split is not None and split not in ("train", "validation", "test"):
-        raise DataError(f"{name}: data.{options.split.field} = {split!r} is not train/validation/test")
+    if split is not None and split not in ALL_SPLITS:
+        allowed = "/".join(ALL_SPLITS)
+        raise DataError(f"{name}: data.{options.split.field} = {split!r} is not one of {allowed}")
     return Document(id=doc_id, text=text, spans=spans, split=split, task_id=task_id)
 
 

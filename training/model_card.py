@@ -5,6 +5,7 @@ from __future__ import annotations
 from training.config import Config
 from training.error_analysis import top_confusions
 from training.evaluate import format_scores, worst_labels
+from training.schema import ALL_SPLITS, HELD_OUT_SPLITS
 
 
 def _interval(leaf: dict, before: str = " (", after: str = ")") -> str:
@@ -12,6 +13,20 @@ def _interval(leaf: dict, before: str = " (", after: str = ")") -> str:
     if leaf.get("ci_low") is None or leaf.get("ci_high") is None:
         return ""
     return f"{before}95% CI {leaf['ci_low']:.2f}-{leaf['ci_high']:.2f}{after}"
+
+
+def _held_out_section(name: str, scores: dict) -> str:
+    micro = scores["strict"]["micro"]
+    return f"""
+## Scores on the held-out `{name}` split
+
+Articles written from real published reports, never used for training or model selection:
+strict micro F1 **{micro["f1"]:.3f}**{_interval(micro)} over {scores["documents"]} documents.
+
+```
+{format_scores(scores)}
+```
+"""
 
 
 def render_model_card(
@@ -22,14 +37,12 @@ def render_model_card(
 ) -> str:
     """Markdown: labels and counts, data and its hash, config, test scores, weaknesses, usage."""
     labels = sorted({label for counts in label_counts.values() for label in counts})
+    splits = [split for split in ALL_SPLITS if split in label_counts]
     count_rows = "\n".join(
-        f"| {label} | "
-        + " | ".join(
-            str(label_counts.get(split, {}).get(label, 0)) for split in ("train", "validation", "test")
-        )
-        + " |"
+        f"| {label} | " + " | ".join(str(label_counts[split].get(label, 0)) for split in splits) + " |"
         for label in labels
     )
+    held_out = "".join(_held_out_section(name, metrics[name]) for name in HELD_OUT_SPLITS if name in metrics)
     test = metrics["test"]
     micro = test["strict"]["micro"]
     weak = ", ".join(
@@ -65,11 +78,11 @@ Intervals are 95% bootstrap intervals over the test documents.
 Known weaknesses (lowest F1 on test): {weak}.
 Most frequent type confusions (same boundaries, other label): {confusions or "none"}.
 Errors on test (exact character spans): {errors or "not counted"}.
-
+{held_out}
 ## Labels and their counts (entities per split)
 
-| label | train | validation | test |
-|---|---|---|---|
+| label | {" | ".join(splits)} |
+|---|{"---|" * len(splits)}
 {count_rows}
 
 ## How to load

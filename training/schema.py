@@ -44,6 +44,12 @@ BIO_TAGS: tuple[str, ...] = (OUTSIDE,) + tuple(
 ID2LABEL: dict[int, str] = dict(enumerate(BIO_TAGS))
 LABEL2ID: dict[str, int] = {tag: i for i, tag in ID2LABEL.items()}
 
+# Dataset splits: the three the Trainer uses, and held-out ones that are only ever evaluated
+# (``realnews``: articles written from real reports, never used for training or model selection).
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+HELD_OUT_SPLITS: tuple[str, ...] = ("realnews",)
+ALL_SPLITS: tuple[str, ...] = SPLITS + HELD_OUT_SPLITS
+
 # Names used by the generated Label Studio interface (and expected in exports by default).
 FROM_NAME = "label"
 TO_NAME = "text"

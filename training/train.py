@@ -15,7 +15,7 @@ from pathlib import Path
 from training.config import Config
 from training.errors import TrainingError
 from training.files import apply_umask, sha256_of_files
-from training.schema import BIO_TAGS, ID2LABEL
+from training.schema import BIO_TAGS, HELD_OUT_SPLITS, ID2LABEL
 
 
 @dataclass
@@ -115,19 +115,37 @@ def _from_main_process(value):
     return value
 
 
-def document_metrics_fn(windows, gold_rows):
-    """``compute_metrics`` for the Trainer: document-level seqeval from owned-word predictions."""
+def document_metrics_fn(windows, gold_rows, decoding: str = "viterbi"):
+    """``compute_metrics`` for the Trainer: document-level seqeval from owned-word predictions,
+    decoded as ``Tagger`` decodes them (``preprocess_logits_for_metrics`` gives probabilities)."""
+    import numpy as np
+
     from training.alignment import owned_predictions
     from training.evaluate import seqeval_scores
+    from training.text import BioConstraints, decode, line_starts
 
     gold = [[BIO_TAGS[i] for i in row["ner_tags"]] for row in gold_rows]
+    breaks = [line_starts(row["text"], row["token_spans"]) for row in gold_rows]
+    constraints = BioConstraints(BIO_TAGS)
+    outside = np.eye(len(BIO_TAGS), dtype=np.float32)[0]
 
     def compute(prediction) -> dict:
         # Distributed evaluation pads uneven shards with repeats; they must be dropped again.
         if len(prediction.predictions) != len(windows):
             raise RuntimeError(f"{len(prediction.predictions)} predicted windows for {len(windows)}")
         per_doc = owned_predictions(windows, prediction.predictions, [len(g) for g in gold])
-        predicted = [[BIO_TAGS[int(t)] if t is not None else "O" for t in doc] for doc in per_doc]
+        predicted = []
+        for rows, row, line_start in zip(per_doc, gold_rows, breaks):
+            probabilities = np.stack([outside if p is None else p for p in rows]).astype(np.float32)
+            tagged = decode(
+                probabilities,
+                BIO_TAGS,
+                decoding=decoding,
+                words=row["tokens"],
+                line_start=line_start,
+                constraints=constraints,
+            )
+            predicted.append([tag for tag, _ in tagged])
         strict = seqeval_scores(gold, predicted, strict=True)["micro"]
         return {"precision": strict["precision"], "recall": strict["recall"], "f1": strict["f1"]}
 
@@ -229,8 +247,8 @@ def train(config: Config, resume: bool = False) -> TrainResult:
         eval_dataset=Dataset.from_dict(validation_windows.as_columns()),
         data_collator=DataCollatorForTokenClassification(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=document_metrics_fn(validation_windows, validation_rows),
-        preprocess_logits_for_metrics=lambda logits, labels: logits.argmax(-1),
+        compute_metrics=document_metrics_fn(validation_windows, validation_rows, config.model.decoding),
+        preprocess_logits_for_metrics=lambda logits, labels: logits.float().softmax(-1),
         callbacks=callbacks,
     )
     checkpoint = None
@@ -249,10 +267,13 @@ def train(config: Config, resume: bool = False) -> TrainResult:
         max_length=config.model.max_length,
         stride=config.model.stride,
         batch_size=t.eval_batch_size,
+        decoding=config.model.decoding,
     )
     metrics = {
         "validation": evaluate_tagger(tagger, validation_rows),
         "test": evaluate_tagger(tagger, list(dataset["test"])),
+        # Held-out splits (realnews) are scored, never used for training or model selection.
+        **{name: evaluate_tagger(tagger, list(dataset[name])) for name in HELD_OUT_SPLITS if name in dataset},
         "train": {
             "runtime_s": train_output.metrics.get("train_runtime"),
             "steps": train_output.global_step,
@@ -262,7 +283,9 @@ def train(config: Config, resume: bool = False) -> TrainResult:
             "world_size": args.world_size,
         },
     }
-    print(format_scores(metrics["test"], title=f"test split ({config.name})"))
+    for name in ("test", *HELD_OUT_SPLITS):
+        if name in metrics:
+            print(format_scores(metrics[name], title=f"{name} split ({config.name})"))
 
     # Save into the work dir, then move into place
     final = work_dir / "final"

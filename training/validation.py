@@ -12,23 +12,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from training.schema import LABEL_NAMES
+from training.text import Span, tokenize_words
 
 DETERMINERS = frozenset({"the", "a", "an", "its"})
 # Proper names that begin with a determiner.
 DETERMINER_NAMES = frozenset({"The Hague"})
 EDGE_PUNCTUATION = frozenset(".,;:!?\"'“”‘’()[]{}«»-–—/")
-# Abbreviations that legitimately end a span with a full stop.
-TRAILING_ABBREVIATIONS = frozenset({"Jr.", "Sr.", "Co.", "Inc.", "Ltd.", "Corp.", "Bhd.", "Plc."})
 POSSESSIVE_ENDINGS = ("'s", "’s", "s'", "s’")
-
-
-@dataclass(frozen=True)
-class Span:
-    """A labelled character span ``text[start:end]``."""
-
-    start: int
-    end: int
-    label: str
 
 
 @dataclass(frozen=True)
@@ -72,9 +62,8 @@ def span_problems(
         if surface[0] in EDGE_PUNCTUATION and surface[0] not in "(":
             report(span, "span starts with punctuation")
         if surface[-1] in EDGE_PUNCTUATION:
-            allowed_stop = surface[-1] == "." and (
-                surface.split()[-1] in TRAILING_ABBREVIATIONS or surface.count(".") > 1
-            )
+            # An abbreviation the word splitter keeps whole ("Jr.", "U.S.") may end a span.
+            allowed_stop = surface[-1] == "." and tokenize_words(surface)[0][-1] != "."
             allowed_paren = surface[-1] == ")" and "(" in surface
             if not (allowed_stop or allowed_paren):
                 report(span, "span ends with punctuation")
