@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 from benchmark_results import finish  # noqa: E402  (this folder)
 
 from training.config import Config, load_config  # noqa: E402
-from training.dataset import build_from_config, tokenize_words  # noqa: E402
+from training.dataset import build_from_config  # noqa: E402
 from training.evaluate import evaluate_tagger, span_scores  # noqa: E402
 from training.inference import Tagger  # noqa: E402
+from training.text import Span, tokenize_words  # noqa: E402
 from training.train import bf16_supported  # noqa: E402
-from training.validation import Span  # noqa: E402
 
 F1_TOLERANCE = 0.005  # 0.5 F1 points
 TARGETS = {"tagger-torch": 2.0, "onnx-int8": 3.0}  # x the pipeline's documents/s on the test split
