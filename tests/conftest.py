@@ -163,11 +163,12 @@ def label_studio(tmp_path_factory):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    state = labelstudio_server.start(port=port, data_dir=data_dir)
+    said: list[str] = []
+    state = labelstudio_server.start(port=port, data_dir=data_dir, say=said.append)
     token = labelstudio_server.local_credentials(data_dir).token
     connection = LabelStudioConnection(state.url, token, RetryPolicy(attempts=2))
     try:
-        yield LabelStudioServer(state, token, connection)
+        yield LabelStudioServer(state, token, connection, said)
     finally:
         labelstudio_server.stop(data_dir)
 
@@ -175,7 +176,8 @@ def label_studio(tmp_path_factory):
 class LabelStudioServer:
     """What the ``label_studio`` fixture yields: the server's state, its token, a connection."""
 
-    def __init__(self, state, token: str, connection) -> None:
+    def __init__(self, state, token: str, connection, said: list[str]) -> None:
+        self.said = said  # what start() told the user while it waited
         self.state = state
         self.url = state.url
         self.token = token

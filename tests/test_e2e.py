@@ -99,32 +99,35 @@ def test_plain_pipeline_finds_what_the_tagger_finds(tmp_path, monkeypatch):
     from training.inference import Tagger
 
     articles = load_articles(ROOT / "data" / "corpus" / "articles")
-    old_style = [a for a in articles if "register" not in a.meta]
-    for n, article in enumerate(old_style[:30]):
-        article.meta["split"] = "test" if n % 5 == 0 else "validation" if n == 1 else "train"
+    chosen = [a for a in articles if "register" not in a.meta][:24]
+    for n, article in enumerate(chosen):
+        article.meta["split"] = {0: "validation", 1: "test"}.get(n, "train")
     export = tmp_path / "export.json"
-    write_export(old_style[:30], export)
+    write_export(chosen, export)
     out = tmp_path / "model"
     overrides = [
         f"data.source={export}",
         f"data.dataset_dir={tmp_path / 'dataset'}",
         f"training.output_dir={out}",
-        "training.epochs=6",
+        "model.max_length=128",
+        "model.stride=32",
+        "training.epochs=12",
+        "training.learning_rate=3e-4",
         "training.progress=false",
     ]
     assert main(["train", str(ROOT / "configs" / "default.yaml"), *[f"--set={o}" for o in overrides]]) == 0
     config = load_config(out / "training_config.yaml", ignore_unknown=True)
     assert config.model.label_all_subwords
 
-    test = [a for a in old_style[:30] if a.meta["split"] == "test"]
-    texts = [a.text for a in test]
-    gold = [a.spans for a in test]
+    # Parity is about reading the model, not about generalising: score on texts it has learnt.
+    seen = chosen[2:12]
+    texts, gold = [a.text for a in seen], [a.spans for a in seen]
     tagger = Tagger.load(out, decoding="greedy")
     ours = [[_span(e) for e in entities] for entities in tagger.tag(texts)]
     theirs = pipeline_spans(out, texts, stride=tagger.stride)
     f1_tagger = span_scores(gold, ours)["micro"]["f1"]
     f1_pipeline = span_scores(gold, theirs)["micro"]["f1"]
-    assert f1_tagger > 0.5, f1_tagger  # a model that finds entities, so parity means something
+    assert f1_tagger > 0.6, f1_tagger  # a model that finds entities, so parity means something
     assert abs(f1_tagger - f1_pipeline) <= 0.01, (f1_tagger, f1_pipeline)
 
 

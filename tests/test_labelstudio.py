@@ -118,11 +118,23 @@ def test_non_label_results_are_ignored_and_counted():
 
 def test_utf16_offsets_are_converted():
     text = "😀 Seoul met Ankara."
-    # The browser counts the emoji as two code units: "Seoul" is 3..8 there, 2..7 in Python.
-    (doc,), report = convert([make_task(1, text, [(3, 8, "GPE")])])
+    # Older frontends count the emoji as two code units: "Seoul" is 3..8 there, 2..7 in Python;
+    # the span text they save settles which reading is meant.
+    task = make_task(1, text, [(3, 8, "GPE")])
+    task["annotations"][0]["result"][0]["value"]["text"] = "Seoul"
+    (doc,), report = convert([task])
     assert text[doc.spans[0].start : doc.spans[0].end] == "Seoul"
     assert "UTF-16" in report.adjustments[0]["message"]
     assert python_index(text, 1) is None  # inside the surrogate pair
+
+
+def test_code_point_offsets_are_kept_and_no_change_is_no_adjustment():
+    text = "😀 Seoul met Ankara."
+    # Label Studio 1.23 writes code points: "Seoul" is 2..7, as in Python; nothing to adjust.
+    (doc,), report = convert([make_task(1, text, [(2, 7, "GPE")])])
+    assert text[doc.spans[0].start : doc.spans[0].end] == "Seoul" and report.adjustments == []
+    (doc,), report = convert([make_task(1, "Seoul met Ankara.", [(0, 5, "GPE")])])
+    assert report.adjustments == []
 
 
 def test_split_from_task_data_and_bad_split_value():

@@ -49,6 +49,22 @@ def test_real_server_runs_in_a_clean_environment_without_outbound_calls(label_st
     assert not [key for key in environ if key.startswith(("HF_", "PYTEST"))]
 
 
+def test_a_cold_start_says_what_it_is_doing(label_studio):
+    assert label_studio.said[0].startswith(f"starting Label Studio at {label_studio.url}: first start")
+    assert "creating its database" in label_studio.said[0]
+
+
+def test_every_request_is_logged_once(label_studio):
+    import urllib.request
+    import uuid
+
+    probe = uuid.uuid4().hex
+    urllib.request.urlopen(f"{label_studio.url}/health?probe={probe}", timeout=10).read()
+    time.sleep(0.5)
+    log = Path(label_studio.state.log).read_text(encoding="utf-8", errors="replace")
+    assert log.count(probe) == 1
+
+
 def test_token_is_kept_private_and_out_of_the_server_log(label_studio):
     credentials = Path(label_studio.state.data_dir) / labelstudio_server.CREDENTIALS_FILE
     assert credentials.stat().st_mode & 0o077 == 0

@@ -265,7 +265,9 @@ def cmd_labelstudio_start(args: argparse.Namespace) -> int:
     from training import labelstudio_server
 
     data_dir = Path(args.data_dir or labelstudio_server.DEFAULT_DATA_DIR)
-    state = labelstudio_server.start(port=args.port, data_dir=data_dir)
+    state = labelstudio_server.start(
+        port=args.port, data_dir=data_dir, say=lambda message: print(message, file=sys.stderr, flush=True)
+    )
     credentials = labelstudio_server.local_credentials(data_dir)
     print(f"Label Studio runs at {state.url} (pid {state.pid}, data {state.data_dir}, log {state.log})")
     print(

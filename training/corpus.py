@@ -159,11 +159,6 @@ def assign_corpus_splits(articles: Sequence[Article]) -> list[Article]:
     return changed
 
 
-def utf16_offset(text: str, index: int) -> int:
-    """The browser's (UTF-16 code unit) offset of Python string index ``index``."""
-    return index + sum(1 for ch in text[:index] if ord(ch) > 0xFFFF)
-
-
 def article_to_task(article: Article, task_id: int) -> dict:
     """A Label Studio task (export shape) holding ``article`` and one ground-truth annotation."""
     result = [
@@ -174,8 +169,8 @@ def article_to_task(article: Article, task_id: int) -> dict:
             "type": "labels",
             "origin": "manual",
             "value": {
-                "start": utf16_offset(article.text, span.start),
-                "end": utf16_offset(article.text, span.end),
+                "start": span.start,
+                "end": span.end,
                 "text": article.text[span.start : span.end],
                 "labels": [span.label],
             },

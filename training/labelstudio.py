@@ -2,7 +2,8 @@
 
 Input is the JSON export shape (``../shared/notes/labelstudio.md``): a list of tasks, each with
 ``data``, ``annotations`` (one per annotator), ``predictions``... Offsets in an export are the
-browser's string indices (UTF-16 code units); they are converted to Python indices here.
+browser's string indices (code points in Label Studio 1.23, UTF-16 code units in older
+versions and other tools); they are converted to Python indices here.
 """
 
 from __future__ import annotations
@@ -196,16 +197,16 @@ def resolve_offsets(
 ) -> tuple[tuple[int, int], str] | None:
     """Python offsets of a span given as the browser or a script counted them.
 
-    Browsers count UTF-16 code units (characters outside the Basic Multilingual Plane count
-    twice) and read CRLF line ends as one character. When ``value.text`` is known, the
-    interpretation that reproduces it wins; without it, plain offsets are kept unless the
-    text has astral characters (then the browser's UTF-16 reading is the likely one).
+    Label Studio 1.23's frontend writes code points (Python indices); older versions and other
+    tools count UTF-16 code units (characters outside the Basic Multilingual Plane count
+    twice), and browsers may read CRLF line ends as one character. When ``value.text`` is
+    known, the first reading that reproduces it wins (Python first); without it, offsets are
+    taken as Python indices.
     """
-    candidates: list[tuple[str, int | None, int | None]] = []
+    candidates: list[tuple[str, int | None, int | None]] = [("python", start, end)]
     astral, crlf = _has_astral(text), "\r\n" in text
     if astral:
         candidates.append(("UTF-16", python_index(text, start), python_index(text, end)))
-    candidates.append(("python", start, end))
     if crlf:
         normalised = text.replace("\r\n", "\n")
         for how, s_, e_ in (
@@ -314,7 +315,7 @@ def _span_from_result(
             return f"offsets {start}:{end} past the end of the text ({len(text)} characters)"
         return f"offsets {start}:{end} do not fit the text (as Python, UTF-16 or CRLF offsets)"
     (start, end), how = resolved
-    if how != "python":
+    if (start, end) != (value["start"], value["end"]):  # a reading that changes nothing is no adjustment
         report.adjust(task_id, f"{where}: {how} offsets {value['start']}:{value['end']} -> {start}:{end}")
     surface = text[start:end]
     if expected is not None and surface != expected:

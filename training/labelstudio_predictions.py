@@ -4,7 +4,9 @@ Shared by ``push predictions`` (imported in bulk) and the ML backend (``python -
 serve``, asked by Label Studio as an annotator opens a task). A prediction is
 ``{"model_version", "score", "result"}``: one ``labels`` result per entity with its own
 ``score``, and a task ``score``, the model's confidence in the whole text (low = uncertain,
-annotate first). Offsets are written as the browser counts them (UTF-16 code units).
+annotate first). Offsets are code points (Python indices): what Label Studio 1.23's frontend
+reads and writes (its selection code converts "for external usage"); UTF-16 code units are
+drawn shifted after every emoji (tests/test_browser.py shows both in a real browser).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.corpus import utf16_offset
 from training.errors import LabelStudioError, ModelError
 from training.files import sha256_of_files
 from training.inference import Entity, Tagger
@@ -72,8 +73,8 @@ def prediction_result(text: str, entities: Sequence[Entity], names: LabelingName
             "to_name": names.to_name,
             "type": "labels",
             "value": {
-                "start": utf16_offset(text, entity.start),
-                "end": utf16_offset(text, entity.end),
+                "start": entity.start,
+                "end": entity.end,
                 "text": entity.text,
                 "labels": [entity.label],
             },

@@ -25,6 +25,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -73,7 +74,27 @@ SSRF_BANNED_SUBNETS = (
     "fe80::/10",
     "ff00::/8",
 )
+# Label Studio 1.23's logging config gives the django logger a console handler and lets it
+# propagate to the root logger's: every request line would be logged twice. The server's
+# interpreter imports this sitecustomize (written into the data dir, on its PYTHONPATH), which
+# turns that propagation off when Django applies the config.
+SITECUSTOMIZE = """import logging.config
+
+_dict_config = logging.config.dictConfig
+
+
+def dictConfig(config):
+    django = config.get("loggers", {}).get("django", {})
+    if django.get("handlers"):
+        django.setdefault("propagate", False)
+    _dict_config(config)
+
+
+logging.config.dictConfig = dictConfig
+"""
 STATE_FILE = "server.json"
+DATABASE_FILE = "label_studio.sqlite3"
+PROGRESS_EVERY_S = 10.0
 CREDENTIALS_FILE = "credentials.json"
 LOG_FILE = "server.log"
 
@@ -153,6 +174,7 @@ def server_environment(data_dir: Path, credentials: LocalCredentials, venv: Path
         "LABEL_STUDIO_USE_DEFAULT_BANNED_SUBNETS": "false",
         "LABEL_STUDIO_USER_ADDITIONAL_BANNED_SUBNETS": ",".join(SSRF_BANNED_SUBNETS),
         "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": str(data_dir / "site"),
     }
 
 
@@ -231,12 +253,15 @@ def start(
     data_dir: Path = DEFAULT_DATA_DIR,
     venv: Path = DEFAULT_VENV,
     timeout: float = START_TIMEOUT_S,
+    say: Callable[[str], None] | None = None,
 ) -> ServerState:
     """Start the server on 127.0.0.1:``port`` and wait until ``/health`` answers.
 
     Already running for this data dir on the same port: its state is returned unchanged. A busy
-    port is an error, never a move to another port.
+    port is an error, never a move to another port. ``say`` hears what is going on while the
+    caller waits (a first start builds the database: 30-60 s on 2 cores).
     """
+    say = say or (lambda message: None)
     data_dir = Path(data_dir).resolve()
     executable = label_studio_executable(venv)
     running = status(data_dir)
@@ -253,6 +278,9 @@ def start(
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     credentials = local_credentials(data_dir, create=True)
+    cold = not (data_dir / DATABASE_FILE).exists()
+    (data_dir / "site").mkdir(exist_ok=True)
+    (data_dir / "site" / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
     log_path = data_dir / LOG_FILE
     command = [
         str(executable),
@@ -277,8 +305,17 @@ def start(
     url = f"http://{HOST}:{port}"
     state = ServerState(process.pid, port, url, str(data_dir), str(log_path), time.time())
     _write_state(data_dir, state)
-    deadline = time.monotonic() + timeout
+    if cold:
+        say(f"starting Label Studio at {url}: first start of {data_dir}, creating its database (30-60 s)")
+    else:
+        say(f"starting Label Studio at {url} (a few seconds)")
+    started = time.monotonic()
+    deadline = started + timeout
+    next_note = started + PROGRESS_EVERY_S
     while time.monotonic() < deadline:
+        if time.monotonic() >= next_note:
+            say(f"  still starting ({time.monotonic() - started:.0f} s; log: {log_path})")
+            next_note += PROGRESS_EVERY_S
         if process.poll() is not None:
             (data_dir / STATE_FILE).unlink(missing_ok=True)
             raise LabelStudioError(
