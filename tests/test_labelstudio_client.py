@@ -58,8 +58,9 @@ def test_corpus_round_trip_gives_the_same_dataset_as_the_file(label_studio, tmp_
     corpus = read_export(CORPUS)
     first = client.push_tasks(connection, project, corpus)
     second = client.push_tasks(connection, project, corpus)
-    assert (first.imported, first.annotations, first.skipped) == (161, 161, 0)
-    assert (second.imported, second.skipped) == (0, 161)
+    n = len(corpus)
+    assert (first.imported, first.annotations, first.skipped) == (n, n, 0)
+    assert (second.imported, second.skipped) == (0, n)
 
     # The config names the server instead of a file; the key comes from the named variable.
     monkeypatch.setenv("ROUND_TRIP_KEY", label_studio.token)
@@ -72,7 +73,7 @@ def test_corpus_round_trip_gives_the_same_dataset_as_the_file(label_studio, tmp_
 
     manifest = json.loads((snapshot_dir / "manifest.json").read_text())
     assert manifest["server"] == label_studio.url and manifest["project"] == project
-    assert (manifest["tasks"], manifest["annotations"], manifest["cancelled_annotations"]) == (161, 161, 0)
+    assert (manifest["tasks"], manifest["annotations"], manifest["cancelled_annotations"]) == (n, n, 0)
     import hashlib
 
     assert manifest["sha256"] == hashlib.sha256(resolved.data.source.read_bytes()).hexdigest()
@@ -84,10 +85,16 @@ def test_corpus_round_trip_gives_the_same_dataset_as_the_file(label_studio, tmp_
     from_file, _ = build_from_config(load_config(None), save=False)
     assert _rows(from_server) == _rows(from_file)
     assert {split: len(rows) for split, rows in from_server.items()} == {
-        "train": 113,
-        "validation": 24,
+        "train": 245,
+        "validation": 60,
         "test": 24,
+        "realnews": 44,
     }
+
+    # Nothing changed on the server: the next dataset/train reuses the snapshot it has.
+    again = resolve_source(config)
+    assert again.data.source == resolved.data.source
+    assert [p.name for p in tmp_path.iterdir()] == [snapshot_dir.name]
 
 
 def _second_annotator(connection) -> int:

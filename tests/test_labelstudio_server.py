@@ -45,7 +45,9 @@ def test_real_server_runs_in_a_clean_environment_without_outbound_calls(label_st
     assert environ["LABEL_STUDIO_SENTRY_DSN"] == ""
     assert environ["LABEL_STUDIO_BASE_DATA_DIR"] == label_studio.state.data_dir
     # Nothing leaks in from the caller (the server reads un-prefixed USERNAME, PORT, DEBUG...).
-    assert not set(environ) & {"USERNAME", "USER", "PORT", "DEBUG", "HOST", "PYTHONPATH", "VIRTUAL_ENV"}
+    assert not set(environ) & {"USERNAME", "USER", "PORT", "DEBUG", "HOST", "VIRTUAL_ENV"}
+    # Its only PYTHONPATH is ours: the sitecustomize that logs each request once.
+    assert environ["PYTHONPATH"] == str(Path(label_studio.state.data_dir) / "site")
     assert not [key for key in environ if key.startswith(("HF_", "PYTEST"))]
 
 

@@ -93,3 +93,37 @@ def test_label_studio_fetches_a_prediction_from_the_backend_when_a_task_opens(la
 def test_predictor_refuses_a_request_without_tasks(tiny_tagger):
     with pytest.raises(ValueError, match="no 'tasks' list"):
         Predictor(tiny_tagger, "v").predict({})
+
+
+def test_serve_connect_deregisters_its_backend_when_it_exits(label_studio, tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    connection = label_studio.connection
+    project = client.push_project(connection, "serve-exits").id
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "LABEL_STUDIO_API_KEY": label_studio.token}
+    command = [sys.executable, "-m", "training", "serve", str(tiny_model_dir), "--port", str(port),
+               "--connect", str(project), "--url", label_studio.url]  # fmt: skip
+    for extra, stays in (([], False), (["--keep-connected"], True)):
+        process = subprocess.Popen(command + extra, env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            for line in process.stdout:
+                if line.startswith("connected to project"):
+                    break
+            assert client.ml_backend_ids(connection, project, url), "registered while it serves"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0
+        assert bool(client.ml_backend_ids(connection, project, url)) == stays, out
+        time.sleep(0.2)
+    for backend in client.ml_backend_ids(connection, project, url):
+        client.disconnect_ml_backend(connection, backend)

@@ -35,3 +35,14 @@ def test_attention_dropout_on_an_encoder_without_one_is_an_error(tiny_encoder_di
     monkeypatch.setattr(modeling, "ATTENTION_DROPOUT_KEYS", ("no_such_setting",))
     with pytest.raises(ModelError, match="model.attention_dropout: bert models have none of no_such_setting"):
         build_model(str(tiny_encoder_dir), BIO_TAGS, attention_dropout=0.0)
+
+
+def test_loading_says_nothing_when_all_is_as_expected(tiny_encoder_dir, tiny_model_dir, capfd, caplog):
+    from training.modeling import build_model, load_trained
+    from training.schema import BIO_TAGS
+
+    build_model(str(tiny_encoder_dir), BIO_TAGS)  # a new head: expected, not reported
+    load_trained(tiny_model_dir)  # a trained model: every weight matches
+    out, err = capfd.readouterr()
+    said = out + err + caplog.text
+    assert "LOAD REPORT" not in said and "MISSING" not in said and "Loading weights" not in said

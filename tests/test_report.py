@@ -166,3 +166,19 @@ def test_evaluate_cli_label_mismatch_is_an_error_unless_mapped(saved_models, tin
     assert "only in the model: LOC" in err and "only in the data: GPE" in err and "--label-map" in err
     assert main(args + ["--label-map", "LOC=GPE"]) == 0
     assert main(args + ["--bootstrap", "-1"]) == 2
+
+
+def test_learning_curves_read_well_for_a_one_epoch_run(tmp_path):
+    from training.report import learning_curve_series, learning_curves_png
+
+    one_epoch = [
+        {"eval_loss": 2.1, "eval_f1": 0.0, "epoch": 1.0, "step": 3},
+        {"train_runtime": 1.0, "train_loss": 2.4, "epoch": 1.0, "step": 3},
+    ]
+    series = learning_curve_series(one_epoch)
+    # Fewer steps than logging_steps: the run's mean loss stands in for the training curve.
+    assert series["training loss"] == [(1.0, 2.4)]
+    assert series["validation loss"] == [(1.0, 2.1)] and series["validation F1"] == [(1.0, 0.0)]
+    assert_png("data:image/png;base64," + learning_curves_png(one_epoch))
+    # With per-step losses logged, those are the curve.
+    assert learning_curve_series(TRAINING_LOG)["training loss"] == [(0.5, 2.1), (1.5, 1.2)]

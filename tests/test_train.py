@@ -167,3 +167,37 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "config file not found" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("n_documents", [1, 2, 5])
+def test_a_small_project_builds_a_loadable_dataset_and_trains(
+    n_documents, tmp_path, tiny_encoder_dir, tiny_tasks, capsys
+):
+    from datasets import load_from_disk
+
+    export = tmp_path / "small.json"
+    tasks = [{**task, "data": {k: v for k, v in task["data"].items() if k != "split"}} for task in tiny_tasks]
+    export.write_text(json.dumps(tasks[:n_documents]), encoding="utf-8")
+    overrides = tiny_overrides(tiny_encoder_dir, export, tmp_path, training__epochs=1)
+    assert main(["train", "configs/tiny.yaml"] + [x for o in overrides for x in ("--set", o)]) == 0
+    out = capsys.readouterr().out
+    saved = load_from_disk(str(tmp_path / "dataset"))  # every saved split loads again
+    assert sum(len(split) for split in saved.values()) == n_documents
+    assert all(len(split) > 0 for split in saved.values())
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    card = (tmp_path / "model" / "README.md").read_text()
+    if n_documents >= 3:
+        assert set(saved) == {"train", "validation", "test"}
+        assert metrics["splits_used"] == {"model_selection": "validation", "final_scores": "test"}
+    else:
+        missing = {"validation", "test"} - set(saved)
+        assert missing, "fewer than 3 documents cannot fill three splits"
+        if "test" in missing:
+            assert "no test documents" in out and "no test documents" in card
+            assert metrics["splits_used"]["final_scores"] != "test"
+        if "validation" in missing:
+            assert "no validation documents" in out
+            assert metrics["splits_used"]["model_selection"] == "train"
+    assert "unreliable" in out and "unreliable" in card  # fewer than 10 scored documents
+    supported = {label for label, leaf in metrics["test"]["strict"]["per_label"].items() if leaf["support"]}
+    assert {label for label, _ in worst_labels(metrics["test"])} <= supported

@@ -22,6 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from training.errors import ConfigError, DataError, TrainingError
+from training.schema import ALL_SPLITS
 
 
 def _config(args: argparse.Namespace):
@@ -67,6 +68,11 @@ def _rows_for_evaluation(args: argparse.Namespace, model_dir: Path) -> list[dict
     dataset, _ = build_from_config(
         Config.model_validate({**config.model_dump(), "data": config.data}), save=False
     )
+    if args.split not in dataset:
+        raise DataError(
+            f"{config.data.source}: the dataset has no {args.split!r} documents"
+            f" (splits: {', '.join(dataset)})"
+        )
     return list(dataset[args.split])
 
 
@@ -355,7 +361,12 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
     import threading
 
     from training.ml_backend import load_predictor, make_server, serve
@@ -365,20 +376,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = server.server_address[:2]
     backend_url = f"http://{host}:{port}"
     print(f"ML backend for {predictor.version} at {backend_url} (Ctrl-C stops it)", flush=True)
-    if args.connect is not None:
-        from training.labelstudio_client import connect_ml_backend
-
-        # Label Studio calls /health and /setup while connecting: serve first.
-        thread = threading.Thread(target=serve, args=(server,), daemon=True)
-        thread.start()
-        backend = connect_ml_backend(_connection(args), args.connect, backend_url)
-        print(f"connected to project {args.connect} as ML backend {backend}", flush=True)
-        try:
-            thread.join()
-        except KeyboardInterrupt:
-            server.shutdown()
+    if args.connect is None:
+        serve(server)
         return 0
-    serve(server)
+    from training.labelstudio_client import connect_ml_backend, disconnect_ml_backend, ml_backend_ids
+
+    # Label Studio calls /health and /setup while connecting: serve first.
+    thread = threading.Thread(target=serve, args=(server,), daemon=True)
+    thread.start()
+    connection = _connection(args)
+    already = ml_backend_ids(connection, args.connect, backend_url)
+    backend = connect_ml_backend(connection, args.connect, backend_url)
+    print(f"connected to project {args.connect} as ML backend {backend}", flush=True)
+    # SIGTERM (a service manager, `kill`) ends the process like Ctrl-C does, through the cleanup.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+    finally:
+        # A registration this process made goes with it, unless asked to stay.
+        if not already and not args.keep_connected:
+            disconnect_ml_backend(connection, backend)
+            print(f"disconnected ML backend {backend} from project {args.connect}", flush=True)
     return 0
 
 
@@ -407,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", metavar="EXPORT.json", help="a Label Studio export to score on")
-    source.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    source.add_argument("--split", default="test", choices=list(ALL_SPLITS))
     p.add_argument("--config", help="config naming the data (default: the model's own)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--json", metavar="OUT.json", help="write the scores as JSON")
@@ -435,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", metavar="MODEL_DIR")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--data", metavar="EXPORT.json", help="a Label Studio export to calibrate on")
-    source.add_argument("--split", default="train", choices=["train", "validation", "test"])
+    source.add_argument("--split", default="train", choices=list(ALL_SPLITS))
     p.add_argument("--config", help="config naming the data (default: the model's own)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_calibrate)
@@ -518,6 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9090)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     p.add_argument("--connect", type=int, metavar="PROJECT", help="also connect it to this project")
+    p.add_argument(
+        "--keep-connected",
+        action="store_true",
+        help="leave the ML backend registered in the project when serve exits (default: removed)",
+    )
     with_server(p)
     p.set_defaults(func=cmd_serve)
     return parser

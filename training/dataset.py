@@ -51,10 +51,11 @@ FEATURES = Features(
 def assign_splits(documents: Sequence[Document], options: DataConfig) -> dict[str, list[Document]]:
     """Named splits win; the rest are shuffled with the config's seed and cut by its ratios.
 
-    Held-out splits (``realnews``) come only from documents that name them.
+    Small projects still get a validation and a test document when there are three or more
+    unnamed documents (taken from the training share). Held-out splits (``realnews``) come
+    only from documents that name them.
     """
     named = {name: [d for d in documents if d.split == name] for name in SPLITS}
-    # A held-out split exists only where documents name it (an empty split cannot be saved).
     for name in HELD_OUT_SPLITS:
         held_out = [d for d in documents if d.split == name]
         if held_out:
@@ -62,8 +63,12 @@ def assign_splits(documents: Sequence[Document], options: DataConfig) -> dict[st
     rest = sorted((d for d in documents if d.split is None), key=lambda d: d.id)
     random.Random(options.split.seed).shuffle(rest)
     ratios = options.split
-    n_train = round(len(rest) * ratios.train)
     n_validation = round(len(rest) * ratios.validation)
+    n_test = len(rest) - round(len(rest) * ratios.train) - n_validation
+    if len(rest) >= 3:
+        n_validation = max(n_validation, 1 if ratios.validation > 0 and not named["validation"] else 0)
+        n_test = max(n_test, 1 if ratios.test > 0 and not named["test"] else 0)
+    n_train = len(rest) - n_validation - n_test
     named["train"] += rest[:n_train]
     named["validation"] += rest[n_train : n_train + n_validation]
     named["test"] += rest[n_train + n_validation :]
@@ -107,9 +112,17 @@ def build_dataset(
 ) -> DatasetDict:
     """The DatasetDict of ``documents``; misaligned entities follow ``options.invalid_spans``."""
     splits = assign_splits(documents, options)
+    if not splits["train"]:
+        raise DataError(
+            f"{options.source}: no document is in the train split ({len(documents)} documents, all named"
+            f" {sorted({d.split for d in documents})}); name some train, or leave splits to the seed"
+        )
     if options.augment.copies:
         splits["train"] = augment_documents(splits["train"], options.augment)
-    return DatasetDict({split: _split_dataset(docs, options, report) for split, docs in splits.items()})
+    # An empty split cannot be saved and loaded again: it is left out (train says what it used).
+    return DatasetDict(
+        {split: _split_dataset(docs, options, report) for split, docs in splits.items() if docs}
+    )
 
 
 def _split_dataset(docs: Sequence[Document], options: DataConfig, report: ConversionReport) -> Dataset:

@@ -581,7 +581,20 @@ def format_scores(scores: dict, title: str = "") -> str:
         b = scores["bootstrap"]
         note += f"; 95% CI: bootstrap over documents, {b['samples']} samples, seed {b['seed']}"
     lines.append(f"documents: {scores['documents']} ({note})")
+    if "bootstrap" in scores and scores["documents"] < MIN_DOCUMENTS_FOR_INTERVALS:
+        lines.append(unreliable_intervals_note(scores["documents"]))
     return "\n".join(lines)
+
+
+# Bootstrap intervals over fewer documents than this say little (few distinct resamples).
+MIN_DOCUMENTS_FOR_INTERVALS = 10
+
+
+def unreliable_intervals_note(documents: int) -> str:
+    return (
+        f"warning: intervals from {documents} documents are unreliable (fewer than"
+        f" {MIN_DOCUMENTS_FOR_INTERVALS}); annotate more test documents"
+    )
 
 
 def format_comparison(named_scores: Sequence[tuple[str, dict]], comparison: dict | None = None) -> str:
@@ -609,9 +622,11 @@ def format_comparison(named_scores: Sequence[tuple[str, dict]], comparison: dict
 
 
 def worst_labels(scores: dict, n: int = 3) -> list[tuple[str, float]]:
-    """The ``n`` labels with the lowest strict F1."""
+    """The ``n`` labels with the lowest strict F1 among those the documents contain (a label
+    with no gold support has an F1 of 0 that says nothing about the model)."""
     per_label = scores["strict"]["per_label"]
-    return sorted(((k, v["f1"]) for k, v in per_label.items()), key=lambda kv: kv[1])[:n]
+    supported = ((k, v["f1"]) for k, v in per_label.items() if v.get("support", 0) > 0)
+    return sorted(supported, key=lambda kv: kv[1])[:n]
 
 
 def write_json(path: str | Path, payload: dict) -> None:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -494,6 +495,25 @@ def push_predictions(
     return report
 
 
+def ml_backend_ids(connection: LabelStudioConnection, project: int, backend_url: str) -> list[int]:
+    """Ids of the project's ML backends registered at ``backend_url``."""
+    backends = connection.call("list ML backends", lambda: connection.sdk.ml.list(project=project))
+    return [
+        _as_dict(b)["id"]
+        for b in backends or []
+        if _as_dict(b).get("url", "").rstrip("/") == backend_url.rstrip("/")
+    ]
+
+
+def disconnect_ml_backend(connection: LabelStudioConnection, backend_id: int) -> None:
+    """Remove an ML backend registration (what ``serve --connect`` does when it exits)."""
+    connection.call(
+        f"disconnect ML backend {backend_id}",
+        lambda: connection.sdk.ml.delete(id=backend_id),
+        missing_ok=True,
+    )
+
+
 def connect_ml_backend(
     connection: LabelStudioConnection, project: int, backend_url: str, title: str = "training serve"
 ) -> int:
@@ -502,10 +522,9 @@ def connect_ml_backend(
     Label Studio checks ``/health`` and ``/setup`` as it connects, and from then on asks the
     backend for a prediction when an annotator opens a task that has none.
     """
-    backends = connection.call("list ML backends", lambda: connection.sdk.ml.list(project=project))
-    for backend in backends or []:
-        if _as_dict(backend).get("url", "").rstrip("/") == backend_url.rstrip("/"):
-            return _as_dict(backend)["id"]
+    existing = ml_backend_ids(connection, project, backend_url)
+    if existing:
+        return existing[0]
     created = connection.call(
         f"connect ML backend {backend_url} to project {project}",
         lambda: connection.sdk.ml.create(project=project, url=backend_url, title=title, is_interactive=False),
@@ -528,6 +547,8 @@ class Snapshot:
 
     directory: Path
     manifest: dict
+    # True when a pull found the project unchanged and this earlier snapshot was kept instead.
+    reused: bool = False
 
     @property
     def export_path(self) -> Path:
@@ -660,15 +681,31 @@ def pull(
 
 
 def pull_source(source: LabelStudioSource) -> Snapshot:
-    """Pull the Label Studio source a config names (``data.label_studio``)."""
+    """Pull the Label Studio source a config names (``data.label_studio``).
+
+    When the project has not changed since the latest snapshot of the same pull (server,
+    project, ``since``), that snapshot is reused and the new one removed: datasets and saved
+    configs keep naming one export.
+    """
     connection = connect(source.url, source.api_key_env)
-    return pull(connection, source.project, since=source.since, snapshot_dir=source.snapshot_dir)
+    fresh = pull(connection, source.project, since=source.since, snapshot_dir=source.snapshot_dir)
+    same_pull = ("server", "project", "since", "sha256")
+    for directory in sorted(Path(source.snapshot_dir).glob(f"project-{source.project}-*"), reverse=True):
+        if directory == fresh.directory or not (directory / SNAPSHOT_MANIFEST).is_file():
+            continue
+        manifest = json.loads((directory / SNAPSHOT_MANIFEST).read_text(encoding="utf-8"))
+        if all(manifest.get(key) == fresh.manifest.get(key) for key in same_pull):
+            shutil.rmtree(fresh.directory)
+            return Snapshot(directory, manifest, reused=True)
+        break  # only the latest earlier snapshot counts: anything older is history
+    return fresh
 
 
 def summary(snapshot: Snapshot) -> str:
     """One line about a snapshot, for the CLI."""
     m = snapshot.manifest
+    unchanged = " (project unchanged: snapshot reused)" if snapshot.reused else ""
     return (
         f"{m['tasks']} tasks, {m['annotations']} annotations ({m['cancelled_annotations']} cancelled)"
-        f" from {m['server']} project {m['project']} -> {snapshot.export_path}"
+        f" from {m['server']} project {m['project']} -> {snapshot.export_path}{unchanged}"
     )

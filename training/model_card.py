@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from training.config import Config
 from training.error_analysis import top_confusions
-from training.evaluate import format_scores, worst_labels
+from training.evaluate import (
+    MIN_DOCUMENTS_FOR_INTERVALS,
+    format_scores,
+    unreliable_intervals_note,
+    worst_labels,
+)
 from training.schema import ALL_SPLITS, HELD_OUT_SPLITS
 
 
@@ -42,8 +47,14 @@ def render_model_card(
         f"| {label} | " + " | ".join(str(label_counts[split].get(label, 0)) for split in splits) + " |"
         for label in labels
     )
-    held_out = "".join(_held_out_section(name, metrics[name]) for name in HELD_OUT_SPLITS if name in metrics)
     test = metrics["test"]
+    final_split = metrics.get("splits_used", {}).get("final_scores", "test")
+    caveats = ""
+    if final_split != "test":
+        caveats += f"\nThe project has no test documents: these scores come from the {final_split} split."
+    if test["documents"] < MIN_DOCUMENTS_FOR_INTERVALS:
+        caveats += f"\n**{unreliable_intervals_note(test['documents'])}.**"
+    held_out = "".join(_held_out_section(name, metrics[name]) for name in HELD_OUT_SPLITS if name in metrics)
     micro = test["strict"]["micro"]
     weak = ", ".join(
         f"{label} (F1 {f1:.2f}{_interval(test['strict']['per_label'][label], ', ', '')})"
@@ -65,17 +76,17 @@ tags: [ner, token-classification, diplomacy, defence]
 Fine-tuned from `{config.model.name}` by `python -m training train` on `{config.data.source}`
 (sha256 `{data_sha256}`).
 
-## Scores on the test split
+## Scores on the {final_split} split
 
 Entity-level, seqeval strict IOB2 (P/R/F1) and default mode (F1 def), micro over
 {test["documents"]} documents: **strict micro F1 {micro["f1"]:.3f}**{_interval(micro)}.
-Intervals are 95% bootstrap intervals over the test documents.
+Intervals are 95% bootstrap intervals over the test documents.{caveats}
 
 ```
 {format_scores(test)}
 ```
 
-Known weaknesses (lowest F1 on test): {weak}.
+Known weaknesses (lowest F1 on test, labels the test documents contain): {weak or "none"}.
 Most frequent type confusions (same boundaries, other label): {confusions or "none"}.
 Errors on test (exact character spans): {errors or "not counted"}.
 {held_out}

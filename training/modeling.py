@@ -6,7 +6,9 @@ packages, and ``resolve_model`` finds it there. Hub ids and local directories ke
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import warnings
 from pathlib import Path
 
 from training.errors import ModelError
@@ -152,11 +154,36 @@ def build_model(path: str, labels: list[str] | tuple[str, ...], attention_dropou
                 )
             for key in keys:
                 setattr(config, key, attention_dropout)
-        return AutoModelForTokenClassification.from_pretrained(
-            path, config=config, ignore_mismatched_sizes=True
-        )
+        with quiet_loading():
+            model, info = AutoModelForTokenClassification.from_pretrained(
+                path, config=config, ignore_mismatched_sizes=True, output_loading_info=True
+            )
     except OSError:
         raise ModelError(_offline_hint(path)) from None
+    # A new head is expected (and the encoder's pooler is unused); anything else is news.
+    missing = [key for key in info["missing_keys"] if not key.startswith("classifier.")]
+    if missing:
+        warnings.warn(
+            f"{path}: weights missing from the checkpoint, initialised at random: {missing}", stacklevel=2
+        )
+    return model
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Load weights without transformers' progress bar and LOAD REPORT (a new head is expected
+    when fine-tuning; a trained model's weights match exactly)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_trained(model_dir: str | Path, allow_pickle: bool = False):
@@ -177,8 +204,9 @@ def load_trained(model_dir: str | Path, allow_pickle: bool = False):
             " loaded (convert them with save_pretrained(safe_serialization=True), or pass"
             " allow_pickle=True if you trust the file)"
         )
-    model = AutoModelForTokenClassification.from_pretrained(
-        model_dir, use_safetensors=safetensors, trust_remote_code=False
-    )
+    with quiet_loading():
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_dir, use_safetensors=safetensors, trust_remote_code=False
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer

@@ -75,9 +75,11 @@ def f1_bars_png(scores: dict) -> str:
     axes = figure.subplots()
     colours = ["#4363d8"] * len(names) + ["#333333", "#777777"]
     positions = list(range(len(rows)))
-    axes.barh(positions, f1, xerr=[low, high], color=colours, capsize=3, error_kw={"elinewidth": 1})
+    bars = axes.barh(positions, f1, xerr=[low, high], color=colours, capsize=3, error_kw={"elinewidth": 1})
+    # Values written at the bars: a short run's zeros still read as zeros, not as an empty plot.
+    axes.bar_label(bars, labels=[f"{value:.2f}" for value in f1], padding=3, fontsize=8)
     axes.set_yticks(positions, [name for name, _ in rows])
-    axes.set_xlim(0, 1)
+    axes.set_xlim(0, 1.08)
     axes.set_xlabel("strict F1 (whiskers: 95% bootstrap interval)")
     axes.grid(axis="x", alpha=0.3)
     return _png(figure)
@@ -119,33 +121,65 @@ def confusion_png(confusion: dict[str, dict[str, int]]) -> str | None:
     return _png(figure)
 
 
+def learning_curve_series(log: Sequence[dict]) -> dict[str, list[tuple[float, float]]]:
+    """The points the learning-curve plot draws, by series.
+
+    Short runs log no per-step training loss (fewer steps than ``logging_steps``): the run's
+    mean training loss (``train_loss``) then stands in, at the last epoch.
+    """
+    train = [(e["epoch"], e["loss"]) for e in log if "loss" in e and "epoch" in e]
+    if not train:
+        train = [(e["epoch"], e["train_loss"]) for e in log if "train_loss" in e and "epoch" in e]
+    return {
+        "training loss": train,
+        "validation loss": [(e["epoch"], e["eval_loss"]) for e in log if "eval_loss" in e and "epoch" in e],
+        "validation F1": [(e["epoch"], e["eval_f1"]) for e in log if "eval_f1" in e and "epoch" in e],
+    }
+
+
 def learning_curves_png(log: Sequence[dict]) -> str | None:
-    """Training and validation loss, and validation F1, by epoch (base64 PNG); None without entries."""
+    """Training and validation loss, and validation F1, by epoch (base64 PNG); None without entries.
+
+    Reads well for one-epoch runs too: single points are drawn as markers, the F1 axis leaves
+    room below 0 and above 1, and the "best" label sits inside the plot.
+    """
     from matplotlib.figure import Figure
 
-    train = [(e["epoch"], e["loss"]) for e in log if "loss" in e and "epoch" in e]
-    validation_loss = [(e["epoch"], e["eval_loss"]) for e in log if "eval_loss" in e and "epoch" in e]
-    validation_f1 = [(e["epoch"], e["eval_f1"]) for e in log if "eval_f1" in e and "epoch" in e]
-    if not (train or validation_loss or validation_f1):
+    series = learning_curve_series(log)
+    if not any(series.values()):
         return None
-    figure = Figure(figsize=(10, 3.4))
+    epochs = [x for points in series.values() for x, _ in points]
+    figure = Figure(figsize=(10, 3.4), layout="constrained")
     loss_axes, f1_axes = figure.subplots(1, 2)
-    for points, style, label in ((train, "-", "training loss"), (validation_loss, "o-", "validation loss")):
+    for name, style in (("training loss", "-"), ("validation loss", "o-")):
+        points = series[name]
         if points:
-            loss_axes.plot(*zip(*points), style, label=label, markersize=4)
+            marker = style if len(points) > 1 else "o"
+            loss_axes.plot(*zip(*points), marker, label=name, markersize=4)
     loss_axes.set_xlabel("epoch")
     loss_axes.set_ylabel("loss")
     loss_axes.legend()
     loss_axes.grid(alpha=0.3)
-    if validation_f1:
-        f1_axes.plot(*zip(*validation_f1), "o-", color="#3cb44b", markersize=4)
-        best = max(validation_f1, key=lambda point: point[1])
+    f1 = series["validation F1"]
+    if f1:
+        f1_axes.plot(*zip(*f1), "o-", color="#3cb44b", markersize=5)
+        best = max(f1, key=lambda point: point[1])
+        below = best[1] > 0.5  # the label goes where the plot has room
         f1_axes.annotate(
-            f"best {best[1]:.3f}", best, textcoords="offset points", xytext=(0, -14), ha="center"
+            f"best {best[1]:.3f}",
+            best,
+            textcoords="offset points",
+            xytext=(0, -16 if below else 10),
+            ha="center",
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
         )
+    else:
+        f1_axes.text(0.5, 0.5, "no validation F1 logged", ha="center", transform=f1_axes.transAxes)
+    for axes in (loss_axes, f1_axes):
+        axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
     f1_axes.set_xlabel("epoch")
     f1_axes.set_ylabel("validation entity F1 (strict)")
-    f1_axes.set_ylim(0, 1)
+    f1_axes.set_ylim(-0.05, 1.05)
     f1_axes.grid(alpha=0.3)
     return _png(figure)
 

@@ -152,6 +152,28 @@ def document_metrics_fn(windows, gold_rows, decoding: str = "viterbi"):
     return compute
 
 
+def evaluation_plan(dataset) -> tuple[str, str]:
+    """Which split selects the best checkpoint and which gives the final scores.
+
+    Small projects may have no validation or test documents: model selection then falls back
+    to the training documents and the final scores to the selection split (``plan_notes``
+    says so, and the scores are not held-out).
+    """
+    selection = "validation" if "validation" in dataset else "train"
+    return selection, "test" if "test" in dataset else selection
+
+
+def plan_notes(dataset, selection: str, final_split: str) -> list[str]:
+    """What ``train`` tells the user about the splits it uses."""
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.items())
+    notes = [f"documents per split: {sizes}"]
+    if selection != "validation":
+        notes.append("no validation documents: the best checkpoint is chosen on the training documents")
+    if final_split != "test":
+        notes.append(f"no test documents: final scores come from the {final_split} split (not held-out)")
+    return notes
+
+
 def train(config: Config, resume: bool = False) -> TrainResult:
     """Train, evaluate on validation and test, and save the model directory."""
     import torch
@@ -226,16 +248,17 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     dataset, report = build_from_config(config, save=is_main)
     if is_main:
         print(report.summary())
-    for split in ("train", "validation", "test"):
-        if len(dataset[split]) == 0:
-            raise TrainingError(f"{config.data.source}: the {split} split is empty")
+    selection, final_split = evaluation_plan(dataset)
+    if is_main:
+        for line in plan_notes(dataset, selection, final_split):
+            print(line)
 
     # Model
     model = build_model(model_path, BIO_TAGS, attention_dropout=config.model.attention_dropout)
 
     train_windows = split_windows(dataset["train"], tokenizer, config.model, owned_only=False)
-    validation_windows = split_windows(dataset["validation"], tokenizer, config.model, owned_only=True)
-    validation_rows = list(dataset["validation"])
+    validation_windows = split_windows(dataset[selection], tokenizer, config.model, owned_only=True)
+    validation_rows = list(dataset[selection])
 
     callbacks = []
     if t.early_stopping_patience:
@@ -271,7 +294,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     )
     metrics = {
         "validation": evaluate_tagger(tagger, validation_rows),
-        "test": evaluate_tagger(tagger, list(dataset["test"])),
+        "test": evaluate_tagger(tagger, list(dataset[final_split])),
         # Held-out splits (realnews) are scored, never used for training or model selection.
         **{name: evaluate_tagger(tagger, list(dataset[name])) for name in HELD_OUT_SPLITS if name in dataset},
         "train": {
@@ -282,6 +305,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
             "bf16": use_bf16,
             "world_size": args.world_size,
         },
+        "splits_used": {"model_selection": selection, "final_scores": final_split},
     }
     for name in ("test", *HELD_OUT_SPLITS):
         if name in metrics:
