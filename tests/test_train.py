@@ -96,6 +96,17 @@ def test_evaluate_writes_json_and_compares(tiny_run, tmp_path, tiny_export_path,
     assert main(["evaluate", str(root / "model"), str(root / "model"), "--data", str(tiny_export_path)]) == 0
     assert "strict F1" in capsys.readouterr().out
 
+    # Viterbi decoding (the default) never starts an entity with I-; --decoding greedy may.
+    assert scores["invalid_i_starts"] == 0
+    greedy = tmp_path / "greedy.json"
+    args = ["evaluate", str(root / "model"), "--data", str(tiny_export_path), "--decoding", "greedy"]
+    assert main([*args, "--json", str(greedy)]) == 0
+    viterbi = tmp_path / "viterbi.json"
+    assert main([*args[:-2], "--json", str(viterbi)]) == 0
+    greedy_scores, viterbi_scores = json.loads(greedy.read_text()), json.loads(viterbi.read_text())
+    assert viterbi_scores["invalid_i_starts"] == 0
+    assert greedy_scores["invalid_i_starts"] > 0, "a barely trained model makes invalid starts"
+
 
 def test_calibrate_and_evaluate_a_model_saved_by_another_version(tiny_run, tmp_path, capsys):
     """An older model folder: no activation ranges, a training config with a retired key."""

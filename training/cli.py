@@ -87,7 +87,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     evaluations, results = [], []
     for model_dir in args.model_dirs:
         rows = _rows_for_evaluation(args, Path(model_dir))
-        evaluation = run_evaluation(Tagger.load(model_dir), rows, label_map=label_map, model_name=model_dir)
+        options = {"decoding": args.decoding} if args.decoding else {}
+        tagger = Tagger.load(model_dir, **options)
+        evaluation = run_evaluation(tagger, rows, label_map=label_map, model_name=model_dir)
         scores = evaluation.scores(bootstrap=args.bootstrap, seed=args.seed)
         evaluations.append((model_dir, evaluation))
         results.append((model_dir, scores))
@@ -438,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rename labels on both sides before scoring (LOC=GPE; MISC=O drops one), or a .json/.yaml map",
     )
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap samples (0: none)")
+    p.add_argument(
+        "--decoding",
+        choices=["viterbi", "greedy"],
+        help="override the model's decoding (default: its config's, viterbi): greedy takes each"
+        " word's top tag, for comparison",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_evaluate)
 
