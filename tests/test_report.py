@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 import pytest
 
 from training.cli import main
-from training.evaluate import Evaluation
-from training.report import ReportModel, read_training_log, write_report
+from training.evaluation.report import ReportModel, read_training_log, write_report
+from training.evaluation.scores import Evaluation
 from training.text import Span
 
 VOID = {"meta", "img", "input", "br", "hr", "link"}

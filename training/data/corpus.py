@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.data.checks import span_problems
 from training.errors import DataError
 from training.schema import ALL_SPLITS, FROM_NAME, LABEL_NAMES, TEXT_FIELD, TO_NAME
-from training.text import Span
-from training.validation import span_problems
+from training.text import Span, utf16_offset
 
 MARKUP = re.compile(r"\[([^\[\]\n]+)\]\(([A-Z_]+)\)")
 FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
@@ -157,11 +157,6 @@ def assign_corpus_splits(articles: Sequence[Article]) -> list[Article]:
         )
         changed.append(article)
     return changed
-
-
-def utf16_offset(text: str, index: int) -> int:
-    """The browser's (UTF-16 code unit) offset of Python string index ``index``."""
-    return index + sum(1 for ch in text[:index] if ord(ch) > 0xFFFF)
 
 
 def article_to_task(article: Article, task_id: int) -> dict:
