@@ -5,7 +5,7 @@
 
 Baseline: what a bootstrap without per-document counts does: for each sample, gather the
 drawn documents and call ``seqeval.metrics.f1_score`` (strict IOB2) on them, for one number
-(strict micro F1). Candidates, on the same sample weights: ``training.evaluate`` counting once
+(strict micro F1). Candidates, on the same sample weights: ``training.evaluation.scores`` counting once
 and resampling with numpy, for that one number, and ``score()`` for the whole evaluation JSON
 (seqeval both modes, MUC, every interval). Both give identical strict micro F1 samples; the
 benchmark checks that before it prints the times (best of ``--rounds``) and their ratio.
@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 from seqeval.metrics import f1_score  # noqa: E402
 from seqeval.scheme import IOB2  # noqa: E402
 
-from training.bootstrap import resample_documents  # noqa: E402
-from training.evaluate import count_matches, micro_f1, score  # noqa: E402
+from training.evaluation.bootstrap import resample_documents  # noqa: E402
+from training.evaluation.scores import count_matches, micro_f1, score  # noqa: E402
 from training.schema import LABEL_NAMES  # noqa: E402
 
 

@@ -89,12 +89,12 @@ def write_export(corpus: list[dict], size: int, path: Path) -> None:
 def measure(export: Path, output: Path) -> dict:
     """Build the dataset of ``export`` into ``output`` (this process): seconds and memory."""
     from training.config import Config
-    from training.dataset import build_from_config
+    from training.data.dataset import build_from_config
 
     before = resource.getrusage(resource.RUSAGE_SELF)
     config = Config.model_validate({"data": {"source": str(export), "dataset_dir": str(output)}})
     start = time.perf_counter()
-    dataset, report = build_from_config(config)
+    dataset, report = build_from_config(config.data)
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     return {

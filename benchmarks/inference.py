@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 from benchmark_results import finish  # noqa: E402  (this folder)
 
 from training.config import Config, load_config  # noqa: E402
-from training.dataset import build_from_config  # noqa: E402
-from training.evaluate import evaluate_tagger, span_scores  # noqa: E402
-from training.inference import Tagger  # noqa: E402
+from training.data.dataset import build_from_config  # noqa: E402
+from training.evaluation.scores import evaluate_tagger, span_scores  # noqa: E402
+from training.inference.tagger import Tagger  # noqa: E402
+from training.modeling.hardware import bf16_supported  # noqa: E402
 from training.text import Span, tokenize_words  # noqa: E402
-from training.train import bf16_supported  # noqa: E402
 
 F1_TOLERANCE = 0.005  # 0.5 F1 points
 TARGETS = {"tagger-torch": 2.0, "onnx-int8": 3.0}  # x the pipeline's documents/s on the test split
@@ -104,7 +104,7 @@ def main() -> int:
 
     model_dir = Path(args.model)
     config = load_config(model_dir / "training_config.yaml", ignore_unknown=True)
-    dataset, _ = build_from_config(Config.model_validate(config.model_dump()), save=False)
+    dataset, _ = build_from_config(Config.model_validate(config.model_dump()).data, save=False)
     rows = list(dataset["test"])
     test_texts = [row["text"] for row in rows]
     long_texts = ["\n\n".join(test_texts[i : i + 3]) for i in range(0, len(test_texts) - 2, 3)]

@@ -56,8 +56,8 @@ def config_for(args: argparse.Namespace, work: Path, name: str) -> Config:
 
 def test_f1(model, tokenizer, config: Config, rows: list[dict]) -> float:
     """Strict micro F1 on ``rows`` with an fp32 Tagger (the same scorer for both models)."""
-    from training.evaluate import evaluate_tagger
-    from training.inference import Tagger
+    from training.evaluation.scores import evaluate_tagger
+    from training.inference.tagger import Tagger
 
     tagger = Tagger(
         model, tokenizer, max_length=config.model.max_length, stride=config.model.stride, precision="fp32"
@@ -71,7 +71,7 @@ def eval_seconds(log_history: list[dict]) -> float:
 
 def run_project(config: Config) -> dict:
     """``training.train.train`` as ``python -m training train`` runs it."""
-    from training.modeling import load_trained
+    from training.modeling.encoder import load_trained
     from training.train import train
 
     start, cpu = time.perf_counter(), time.process_time()
@@ -99,7 +99,7 @@ def run_baseline(config: Config, work: Path, train_windows, validation_windows) 
     from seqeval.metrics import f1_score
     from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments, set_seed
 
-    from training.modeling import build_model, load_tokenizer, resolve_model
+    from training.modeling.encoder import build_model, load_tokenizer, resolve_model
     from training.schema import BIO_TAGS
 
     t = config.training
@@ -179,9 +179,10 @@ def main() -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from training.dataset import build_from_config
-    from training.modeling import load_tokenizer, resolve_model
-    from training.train import bf16_supported, split_windows
+    from training.data.dataset import build_from_config
+    from training.modeling.encoder import load_tokenizer, resolve_model
+    from training.modeling.hardware import bf16_supported
+    from training.train import split_windows
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -191,7 +192,7 @@ def main() -> int:
         work = Path(tmp)
         project_config = config_for(args, work, "project")
         baseline_config = config_for(args, work, "baseline")
-        dataset, _ = build_from_config(baseline_config, save=False)
+        dataset, _ = build_from_config(baseline_config.data, save=False)
         model_path = resolve_model(baseline_config.model.name)
         tokenizer = load_tokenizer(model_path, baseline_config.model.case_markers)
 

@@ -128,8 +128,8 @@ def tiny_tagger(tiny_encoder_dir):
     """A Tagger over the tiny encoder with a fresh (random) classification head."""
     import torch
 
-    from training.inference import Tagger
-    from training.modeling import build_model, load_tokenizer
+    from training.inference.tagger import Tagger
+    from training.modeling.encoder import build_model, load_tokenizer
     from training.schema import BIO_TAGS
 
     torch.manual_seed(0)
@@ -156,8 +156,8 @@ def label_studio(tmp_path_factory):
     """
     import socket
 
-    from training import labelstudio_server
-    from training.labelstudio_client import LabelStudioConnection, RetryPolicy
+    from training.labelstudio import server as labelstudio_server
+    from training.labelstudio.client import LabelStudioConnection, RetryPolicy
 
     data_dir = tmp_path_factory.mktemp("label-studio-data")
     with socket.socket() as probe:

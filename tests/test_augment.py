@@ -5,13 +5,13 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.augment import Augmenter, Edit, apply_edits
 from training.config import AugmentConfig, DataConfig
-from training.corpus import load_articles
-from training.dataset import build_dataset
-from training.labelstudio import ConversionReport, Document
+from training.data.augment import Augmenter, Edit, apply_edits
+from training.data.checks import span_problems
+from training.data.corpus import load_articles
+from training.data.dataset import build_dataset
+from training.data.export import ConversionReport, Document
 from training.text import Span, spans_to_tags, tokenize_words
-from training.validation import span_problems
 
 ARTICLES = load_articles(Path(__file__).parent.parent / "data" / "corpus" / "articles")[:40]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.bootstrap import interval, paired_difference, resample_documents
+from training.evaluation.bootstrap import interval, paired_difference, resample_documents
 
 
 def test_resampling_is_seeded_and_draws_every_document_count():

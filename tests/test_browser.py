@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from training.inference import Entity
-from training.labelstudio_client import push_predictions, push_project, push_tasks
+from training.inference.tagger import Entity
+from training.labelstudio.client import push_predictions, push_project, push_tasks
 from training.schema import labeling_config_xml
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
@@ -82,7 +82,7 @@ def browser():
 @pytest.fixture(scope="module")
 def logged_in(browser, label_studio):
     """A browser page logged in to the test server as its local user."""
-    from training import labelstudio_server
+    from training.labelstudio import server as labelstudio_server
 
     credentials = labelstudio_server.local_credentials(label_studio.state.data_dir)
     page = browser.new_page(viewport={"width": 1200, "height": 760})
@@ -139,9 +139,9 @@ def test_a_span_selected_with_the_mouse_and_a_hotkey_reaches_the_dataset(
     logged_in, label_studio, browser_project, tmp_path
 ):
     from training.config import DataConfig
-    from training.dataset import build_dataset
-    from training.labelstudio import ConversionReport, convert_tasks
-    from training.labelstudio_client import pull
+    from training.data.dataset import build_dataset
+    from training.data.export import ConversionReport, convert_tasks
+    from training.labelstudio.client import pull
     from training.schema import BIO_TAGS
 
     project, _, by_hand = browser_project
@@ -191,7 +191,7 @@ def test_a_span_selected_with_the_mouse_and_a_hotkey_reaches_the_dataset(
 def test_the_report_renders_with_no_console_error(browser, tmp_path):
     from test_report import TRAINING_LOG, hostile_evaluation
 
-    from training.report import ReportModel, write_report
+    from training.evaluation.report import ReportModel, write_report
 
     evaluation = hostile_evaluation()
     scores = evaluation.scores(bootstrap=50)

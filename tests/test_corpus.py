@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from training.config import DataConfig
-from training.corpus import (
+from training.data.checks import validate_documents
+from training.data.corpus import (
     REGISTERS,
     build_export,
     check_articles,
@@ -18,11 +19,10 @@ from training.corpus import (
     render_article,
     render_sources,
 )
+from training.data.export import convert_tasks
 from training.errors import DataError
-from training.labelstudio import convert_tasks
 from training.schema import LABEL_NAMES
 from training.text import Span
-from training.validation import validate_documents
 
 ROOT = Path(__file__).parent.parent
 ARTICLES = ROOT / "data" / "corpus" / "articles"

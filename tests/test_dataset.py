@@ -2,16 +2,16 @@ import json
 
 import pytest
 from conftest import make_task
+from datasets import load_from_disk
 
 from training.config import DataConfig, load_config
-from training.dataset import (
+from training.data.dataset import (
     assign_splits,
     build_dataset,
     build_from_config,
-    load_dataset_dir,
 )
+from training.data.export import ConversionReport, Document, convert_tasks
 from training.errors import DataError
-from training.labelstudio import ConversionReport, Document, convert_tasks
 from training.schema import BIO_TAGS
 from training.text import Span
 
@@ -87,9 +87,9 @@ def test_build_from_config_saves_dataset_and_report(tmp_path):
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
     config = load_config(None, [f"data.source={export}", f"data.dataset_dir={tmp_path / 'ds'}"])
-    dataset, report = build_from_config(config)
+    dataset, report = build_from_config(config.data)
     assert sum(len(s) for s in dataset.values()) == 10
-    reloaded = load_dataset_dir(tmp_path / "ds")
+    reloaded = load_from_disk(str(tmp_path / "ds"))
     assert reloaded["train"][0] == dataset["train"][0]
     saved = json.loads((tmp_path / "ds" / "conversion_report.json").read_text())
     assert saved["documents_excluded"] == 1 and saved["entities_per_label"] == {"GPE": 10}
@@ -102,7 +102,7 @@ def test_conversion_of_the_fixture_export(tiny_tasks):
 
 
 def test_splits_built_in_chunks_equal_one_chunk(monkeypatch, tiny_tasks):
-    import training.dataset as dataset_module
+    import training.data.dataset as dataset_module
 
     docs, _ = convert_tasks(tiny_tasks, DataConfig())
     whole = build_dataset(docs, DataConfig(), ConversionReport())

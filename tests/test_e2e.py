@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from training.cli import main
-from training.modeling import lowercases, packaged_model_dir, resolve_model
+from training.modeling.encoder import lowercases, packaged_model_dir, resolve_model
 
 ROOT = Path(__file__).parent.parent
 SEED_EXPORT = ROOT / "seeds" / "000_bbc883e8098a2335.json"
@@ -94,9 +94,9 @@ def test_plain_pipeline_finds_what_the_tagger_finds(tmp_path, monkeypatch):
     """
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from training.config import load_config
-    from training.corpus import load_articles, write_export
-    from training.evaluate import pipeline_spans, span_scores
-    from training.inference import Tagger
+    from training.data.corpus import load_articles, write_export
+    from training.evaluation.scores import pipeline_spans, span_scores
+    from training.inference.tagger import Tagger
 
     articles = load_articles(ROOT / "data" / "corpus" / "articles")
     chosen = [a for a in articles if "register" not in a.meta][:24]

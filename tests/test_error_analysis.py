@@ -1,7 +1,7 @@
 import json
 import random
 
-from training.error_analysis import (
+from training.evaluation.error_analysis import (
     classify_document_errors,
     classify_errors,
     confusion_matrix,

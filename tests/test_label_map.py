@@ -3,7 +3,7 @@ import json
 import pytest
 
 from training.errors import ConfigError, ModelError
-from training.label_map import check_labels, entity_labels, parse_label_map, rename_tags
+from training.evaluation.label_map import check_labels, entity_labels, parse_label_map, rename_tags
 
 
 def test_parse_pairs_and_files(tmp_path):

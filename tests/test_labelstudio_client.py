@@ -13,12 +13,13 @@ import httpx
 import pytest
 from conftest import ROOT, make_task
 
-from training import labelstudio_client as client
 from training.config import DataConfig, load_config
-from training.dataset import build_from_config, resolve_source
+from training.data.dataset import build_from_config
+from training.data.export import convert_tasks, read_export
 from training.errors import LabelStudioError
-from training.labelstudio import convert_tasks, read_export
-from training.labelstudio_predictions import model_version
+from training.labelstudio import client
+from training.labelstudio.client import resolve_source
+from training.labelstudio.predictions import model_version
 from training.schema import LABEL_NAMES, labeling_config_xml
 
 CORPUS = ROOT / "data" / "corpus.json"
@@ -67,7 +68,7 @@ def test_corpus_round_trip_gives_the_same_dataset_as_the_file(label_studio, tmp_
     monkeypatch.delenv(client.API_KEY_ENV, raising=False)
     source = {"url": label_studio.url, "project": project, "api_key_env": "ROUND_TRIP_KEY"}
     config = load_config(None, [f"data.label_studio={json.dumps({**source, 'snapshot_dir': str(tmp_path)})}"])
-    resolved = resolve_source(config)
+    resolved = config.model_copy(update={"data": resolve_source(config.data)})
     snapshot_dir = resolved.data.source.parent
     assert resolved.data.label_studio is None and snapshot_dir.parent == tmp_path
 
@@ -81,8 +82,8 @@ def test_corpus_round_trip_gives_the_same_dataset_as_the_file(label_studio, tmp_
         assert label_studio.token not in path.read_text(encoding="utf-8")
     assert label_studio.token not in resolved.to_yaml()
 
-    from_server, _ = build_from_config(resolved, save=False)
-    from_file, _ = build_from_config(load_config(None), save=False)
+    from_server, _ = build_from_config(resolved.data, save=False)
+    from_file, _ = build_from_config(load_config(None).data, save=False)
     assert _rows(from_server) == _rows(from_file)
     assert {split: len(rows) for split, rows in from_server.items()} == {
         "train": 245,

@@ -6,15 +6,15 @@ import shutil
 
 import pytest
 
-from training.errors import LabelStudioError, ModelError
-from training.inference import Entity
-from training.labelstudio_predictions import (
+from training.data.export import task_text
+from training.errors import DataError, LabelStudioError, ModelError
+from training.inference.tagger import Entity
+from training.labelstudio.predictions import (
     LabelingNames,
     labeling_names,
     model_version,
     predict_texts,
     prediction_result,
-    task_text,
 )
 from training.schema import labeling_config_xml
 
@@ -81,5 +81,5 @@ def test_model_version_follows_the_weights(tiny_model_dir, tmp_path):
 
 
 def test_a_task_without_the_text_field_is_named():
-    with pytest.raises(LabelStudioError, match="task 7: data has no string 'text' field"):
-        task_text({"id": 7, "data": {"body": "x"}}, LabelingNames())
+    with pytest.raises(DataError, match="task 7: data has no 'text' field"):
+        task_text({"id": 7, "data": {"body": "x"}}, LabelingNames().text_field, allow_blank=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from training import labelstudio_server
 from training.errors import LabelStudioError
+from training.labelstudio import server as labelstudio_server
 
 
 def _listening_addresses(port: int) -> set[str]:

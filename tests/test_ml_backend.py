@@ -7,9 +7,9 @@ import threading
 import httpx
 import pytest
 
-from training import labelstudio_client as client
-from training.labelstudio_predictions import model_version
-from training.ml_backend import Predictor, load_predictor, make_server
+from training.labelstudio import client
+from training.labelstudio.ml_backend import Predictor, load_predictor, make_server
+from training.labelstudio.predictions import model_version
 from training.schema import LABEL_NAMES, labeling_config_xml
 
 

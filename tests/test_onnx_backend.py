@@ -10,11 +10,11 @@ import onnx
 import pytest
 import torch
 
-from training import onnx_backend
 from training.errors import ModelError
-from training.inference import Tagger
-from training.onnx_backend import FINGERPRINT_FILE, cache_paths
-from training.quantization import ACTIVATION_RANGES_FILE, feed_forward_down_projections
+from training.inference import onnx_backend
+from training.inference.onnx_backend import FINGERPRINT_FILE, cache_paths
+from training.inference.quantization import ACTIVATION_RANGES_FILE, feed_forward_down_projections
+from training.inference.tagger import Tagger
 
 TEXTS = [
     "South Korea's ambassador Yeo Seung-Bae met Malaysia's Defence Ministry on Thursday.",
@@ -108,7 +108,7 @@ def test_int8_without_activation_ranges_keeps_down_projections_fp32(model_dir):
 
 
 def test_int8_with_activation_ranges_is_smoothed(model_dir, tmp_path):
-    from training.quantization import calibrate
+    from training.inference.quantization import calibrate
 
     calibrated = tmp_path / "calibrated"
     reference = Tagger.load(model_dir, precision="fp32", **WINDOWS)
@@ -136,7 +136,7 @@ def test_smoothing_keeps_the_fp32_function(model_dir, tmp_path):
     """(X / s) @ (diag(s) W) == X @ W: smoothing alone must not change the logits."""
     import onnxruntime
 
-    from training.quantization import collect_activation_ranges, smooth_graph
+    from training.inference.quantization import collect_activation_ranges, smooth_graph
 
     reference = Tagger.load(model_dir, precision="fp32", **WINDOWS)
     windows = reference.encode([text.split() for text in TEXTS])
@@ -157,7 +157,7 @@ def test_smoothing_keeps_the_fp32_function(model_dir, tmp_path):
 
 
 def test_activation_ranges_ignore_padding(model_dir):
-    from training.quantization import collect_activation_ranges
+    from training.inference.quantization import collect_activation_ranges
 
     tagger = Tagger.load(model_dir, precision="fp32", **WINDOWS)
     windows = tagger.encode([text.split() for text in TEXTS]).input_ids
@@ -197,7 +197,7 @@ def test_exports_are_checked_against_pytorch(model_dir, tmp_path, monkeypatch):
 
 
 def test_backends_have_their_own_batch_size(model_dir):
-    from training.inference import DEFAULT_BATCH_SIZE
+    from training.inference.tagger import DEFAULT_BATCH_SIZE
 
     assert Tagger.load(model_dir, **WINDOWS).batch_size == DEFAULT_BATCH_SIZE["torch"]
     assert Tagger.load(model_dir, backend="onnx", **WINDOWS).batch_size == DEFAULT_BATCH_SIZE["onnx"]

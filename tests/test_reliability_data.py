@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from training.config import DataConfig
+from training.data.export import convert_tasks
 from training.errors import DataError
-from training.labelstudio import convert_tasks
 from training.text import Span, spans_to_tags, tags_to_spans, tokenize_words
 
 

@@ -111,7 +111,7 @@ def test_pickled_weights_are_refused_unless_allowed(tmp_path, reference_run):
     import torch
     from safetensors.torch import load_file
 
-    from training.inference import Tagger
+    from training.inference.tagger import Tagger
 
     pickled = tmp_path / "pickled"
     shutil.copytree(reference_run / "model", pickled)

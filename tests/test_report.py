@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 import pytest
 
 from training.cli import main
-from training.evaluate import Evaluation
-from training.report import ReportModel, read_training_log, write_report
+from training.evaluation.report import ReportModel, read_training_log, write_report
+from training.evaluation.scores import Evaluation
 from training.text import Span
 
 VOID = {"meta", "img", "input", "br", "hr", "link"}
@@ -169,7 +169,7 @@ def test_evaluate_cli_label_mismatch_is_an_error_unless_mapped(saved_models, tin
 
 
 def test_learning_curves_read_well_for_a_one_epoch_run(tmp_path):
-    from training.report import learning_curve_series, learning_curves_png
+    from training.evaluation.report import learning_curve_series, learning_curves_png
 
     one_epoch = [
         {"eval_loss": 2.1, "eval_f1": 0.0, "epoch": 1.0, "step": 3},

@@ -11,8 +11,10 @@ from training.text import (
     decode,
     is_symbol_word,
     line_starts,
+    python_index,
     spans_to_tags,
     tags_to_spans,
+    tags_to_word_ranges,
     tokenize_words,
     viterbi,
     widen_to_abbreviations,
@@ -64,6 +66,21 @@ def test_boundary_inside_a_word_is_reported_not_widened():
 def test_lenient_decoding_of_invalid_i_tags():
     spans = tags_to_spans([(0, 1), (2, 3), (4, 5)], ["I-GPE", "I-GPE", "B-ROLE"])
     assert spans == [Span(0, 3, "GPE"), Span(4, 5, "ROLE")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["O", "B-GPE", "I-GPE", "B-ORG", "I-ORG"]), max_size=12))
+def test_entities_of_a_tag_sequence_are_seqeval_get_entities(tags):
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    assert [(label, first, last) for first, last, label in tags_to_word_ranges(tags)] == get_entities(tags)
+
+
+def test_offsets_convert_between_python_and_utf16():
+    text = "Talks \U0001f600 in Seoul."
+    start = text.index("Seoul")
+    assert python_index(text, start + 1) == start  # the emoji is two UTF-16 code units
+    assert python_index(text, 7) is None  # inside the surrogate pair
 
 
 def test_abbreviations_and_dotted_initialisms_stay_whole():

@@ -10,7 +10,7 @@ from conftest import tiny_overrides
 
 from training.cli import main
 from training.config import load_config
-from training.evaluate import worst_labels
+from training.evaluation.scores import worst_labels
 from training.schema import BIO_TAGS
 
 
@@ -110,7 +110,7 @@ def test_evaluate_writes_json_and_compares(tiny_run, tmp_path, tiny_export_path,
 
 def test_calibrate_and_evaluate_a_model_saved_by_another_version(tiny_run, tmp_path, capsys):
     """An older model folder: no activation ranges, a training config with a retired key."""
-    from training.quantization import ACTIVATION_RANGES_FILE, load_activation_ranges
+    from training.inference.quantization import ACTIVATION_RANGES_FILE, load_activation_ranges
 
     root, _ = tiny_run
     model_dir = tmp_path / "old-model"

@@ -1,15 +1,18 @@
 """``python -m training <verb>``: thin verbs over the pipeline's functions.
 
-dataset CONFIG            build the DatasetDict from the configured export
+dataset CONFIG            build the DatasetDict from the configured export (or Label Studio project)
 train CONFIG              fine-tune, evaluate and save the model
 evaluate MODEL_DIR...     score models on a split or an export
 predict MODEL_DIR INPUT   tag text files, JSONL or an export
+calibrate MODEL_DIR       measure a model's activation ranges for int8 ONNX (train does it itself)
 validate-data EXPORT      check an export (spans, duplicates, consistency)
 corpus check|build        the bundled corpus' article files and export
 labelstudio start|stop|status   the local Label Studio server (127.0.0.1)
 push project|tasks|predictions  send a project, tasks, pre-annotations to Label Studio
 pull --project ID         snapshot a project's annotated tasks under data/snapshots/
 serve MODEL_DIR           serve a model as a Label Studio ML backend
+
+Each verb imports what it needs when it runs: torch only for the verbs that run a model.
 """
 
 from __future__ import annotations
@@ -21,25 +24,33 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from training.config import API_KEY_ENV, SNAPSHOT_DIR, URL_ENV, Config, DataConfig, load_config
 from training.errors import ConfigError, DataError, TrainingError
-from training.schema import ALL_SPLITS
+from training.schema import ALL_SPLITS, TEXT_FIELD
 
 
-def _config(args: argparse.Namespace):
-    from training.config import load_config
-
+def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.set or [])
 
 
-def cmd_dataset(args: argparse.Namespace) -> int:
-    from training.dataset import build_from_config, label_counts
+def _file_source(data: DataConfig) -> DataConfig:
+    """``data`` with a file source: a Label Studio project (``data.label_studio``) is pulled first."""
+    if data.label_studio is None:
+        return data
+    from training.labelstudio.client import resolve_source
 
-    config = _config(args)
-    dataset, report = build_from_config(config)
+    return resolve_source(data)
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from training.data.dataset import build_from_config, label_counts
+
+    data = _file_source(_config(args).data)
+    dataset, report = build_from_config(data)
     print(report.summary())
     for split, counts in label_counts(dataset).items():
         print(f"{split}: {len(dataset[split])} documents, {sum(counts.values())} entities")
-    print(f"saved to {config.data.dataset_dir}")
+    print(f"saved to {data.dataset_dir}")
     return 0
 
 
@@ -52,8 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _rows_for_evaluation(args: argparse.Namespace, model_dir: Path) -> list[dict]:
-    from training.config import Config, load_config
-    from training.dataset import build_from_config, document_record, load_documents
+    from training.data.dataset import build_from_config, document_record, load_documents
 
     if args.config:
         config = load_config(args.config, args.set or [])
@@ -65,9 +75,7 @@ def _rows_for_evaluation(args: argparse.Namespace, model_dir: Path) -> list[dict
         data = config.data.model_copy(update={"source": Path(args.data)})
         documents, _ = load_documents(data)
         return [document_record(doc)[0] for doc in documents]
-    dataset, _ = build_from_config(
-        Config.model_validate({**config.model_dump(), "data": config.data}), save=False
-    )
+    dataset, _ = build_from_config(_file_source(config.data), save=False)
     if args.split not in dataset:
         raise DataError(
             f"{config.data.source}: the dataset has no {args.split!r} documents"
@@ -77,9 +85,15 @@ def _rows_for_evaluation(args: argparse.Namespace, model_dir: Path) -> list[dict
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import compare, format_comparison, format_scores, run_evaluation, write_json
-    from training.inference import Tagger
-    from training.label_map import parse_label_map
+    from training.evaluation.label_map import parse_label_map
+    from training.evaluation.scores import (
+        compare,
+        format_comparison,
+        format_scores,
+        run_evaluation,
+        write_json,
+    )
+    from training.inference.tagger import Tagger
 
     if args.bootstrap < 0:
         raise ConfigError(f"--bootstrap: {args.bootstrap} samples; give 0 (no intervals) or more")
@@ -102,7 +116,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, payload)
     if args.report:
-        from training.report import ReportModel, read_training_log, write_report
+        from training.evaluation.report import ReportModel, read_training_log, write_report
 
         models = [
             ReportModel(name, scores, evaluation.error_records(), read_training_log(name))
@@ -115,9 +129,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_inputs(paths: list[str], text_field: str = "text") -> list[tuple[str, str]]:
+def read_inputs(paths: list[str], text_field: str = TEXT_FIELD) -> list[tuple[str, str]]:
     """``(id, text)`` pairs from text files, JSONL files (``text`` field) or exports (``.json``)."""
-    from training.labelstudio import read_export
+    from training.data.export import iter_export, task_text
 
     documents = []
     for name in paths:
@@ -136,18 +150,19 @@ def read_inputs(paths: list[str], text_field: str = "text") -> list[tuple[str, s
                     raise DataError(f"{path}: line {n}: no string {text_field!r} field")
                 documents.append((str(record.get("id", f"{path.stem}:{n}")), record[text_field]))
         elif path.suffix == ".json":
-            for task in read_export(path):
-                data = task.get("data") or {}
-                if not isinstance(data.get(text_field), str):
-                    raise DataError(f"{path}: task {task.get('id')}: no string data.{text_field}")
-                documents.append((str(data.get("doc_id", task.get("id"))), data[text_field]))
+            for task in iter_export(path):
+                try:
+                    text = task_text(task, text_field, allow_blank=True)
+                except DataError as exc:
+                    raise DataError(f"{path}: {exc}") from None
+                documents.append((str(task["data"].get("doc_id", task.get("id"))), text))
         else:
             documents.append((path.stem, path.read_text(encoding="utf-8")))
     return documents
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from training.inference import Tagger
+    from training.inference.tagger import Tagger
 
     tagger = Tagger.load(args.model_dir, backend=args.backend, quantize=args.quantize)
     documents = read_inputs(args.inputs)
@@ -166,8 +181,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from training.inference import Tagger
-    from training.quantization import CALIBRATION_WINDOWS, calibrate
+    from training.inference.quantization import CALIBRATION_WINDOWS, calibrate
+    from training.inference.tagger import Tagger
 
     tagger = Tagger.load(args.model_dir, precision="fp32")
     rows = _rows_for_evaluation(args, Path(args.model_dir))
@@ -183,16 +198,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_validate_data(args: argparse.Namespace) -> int:
     import yaml
 
-    from training.config import DataConfig
-    from training.labelstudio import convert_tasks, read_export
-    from training.validation import validate_documents
+    from training.data.checks import validate_documents
+    from training.data.export import convert_tasks, iter_export
 
     explained = {}
     if args.explained:
         explained = yaml.safe_load(Path(args.explained).read_text(encoding="utf-8")) or {}
     failed = False
     for export in args.exports:
-        documents, report = convert_tasks(read_export(export), DataConfig(source=Path(export)))
+        documents, report = convert_tasks(iter_export(export), DataConfig(source=Path(export)))
         summary = validate_documents(documents, explained)
         print(f"{export}: {len(documents)} documents ({report.tasks} tasks)")
         splits = sorted(summary.label_counts)
@@ -213,8 +227,8 @@ def cmd_validate_data(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_check(args: argparse.Namespace) -> int:
-    from training.corpus import check_articles, parse_article
-    from training.validation import consistency_report
+    from training.data.checks import consistency_report
+    from training.data.corpus import check_articles, parse_article
 
     paths = []
     for arg in args.paths:
@@ -239,7 +253,7 @@ def cmd_corpus_check(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_build(args: argparse.Namespace) -> int:
-    from training.corpus import (
+    from training.data.corpus import (
         assign_corpus_splits,
         load_articles,
         render_article,
@@ -264,52 +278,52 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
 
 
 def _connection(args: argparse.Namespace):
-    from training.labelstudio_client import connect
+    from training.labelstudio.client import connect
 
     return connect(args.url, args.api_key_env)
 
 
 def cmd_labelstudio_start(args: argparse.Namespace) -> int:
-    from training import labelstudio_server
+    from training.labelstudio import server
 
-    data_dir = Path(args.data_dir or labelstudio_server.DEFAULT_DATA_DIR)
-    state = labelstudio_server.start(
+    data_dir = Path(args.data_dir or server.DEFAULT_DATA_DIR)
+    state = server.start(
         port=args.port, data_dir=data_dir, say=lambda message: print(message, file=sys.stderr, flush=True)
     )
-    credentials = labelstudio_server.local_credentials(data_dir)
+    credentials = server.local_credentials(data_dir)
     print(f"Label Studio runs at {state.url} (pid {state.pid}, data {state.data_dir}, log {state.log})")
     print(
         f"log in as {credentials.username}; the password and API token are in"
-        f" {Path(state.data_dir) / labelstudio_server.CREDENTIALS_FILE} (commands here find them)"
+        f" {Path(state.data_dir) / server.CREDENTIALS_FILE} (commands here find them)"
     )
     return 0
 
 
 def cmd_labelstudio_stop(args: argparse.Namespace) -> int:
-    from training import labelstudio_server
+    from training.labelstudio import server
 
-    state = labelstudio_server.stop(Path(args.data_dir or labelstudio_server.DEFAULT_DATA_DIR))
+    state = server.stop(Path(args.data_dir or server.DEFAULT_DATA_DIR))
     print(f"stopped pid {state.pid} ({state.url})" if state else "no local Label Studio server is running")
     return 0
 
 
 def cmd_labelstudio_status(args: argparse.Namespace) -> int:
-    from training import labelstudio_server
+    from training.labelstudio import server
 
-    state = labelstudio_server.status(Path(args.data_dir or labelstudio_server.DEFAULT_DATA_DIR))
+    state = server.status(Path(args.data_dir or server.DEFAULT_DATA_DIR))
     if state is None:
         print("no local Label Studio server is running (python -m training labelstudio start)")
     else:
-        health = "healthy" if labelstudio_server.healthy(state.url) else "not answering /health"
+        health = "healthy" if server.healthy(state.url) else "not answering /health"
         print(f"local server: {state.url} (pid {state.pid}), {health}; log {state.log}")
     if args.url:
-        health = "healthy" if labelstudio_server.healthy(args.url) else "not answering /health"
+        health = "healthy" if server.healthy(args.url) else "not answering /health"
         print(f"{args.url}: {health}")
-    return 0 if state is not None or (args.url and labelstudio_server.healthy(args.url)) else 1
+    return 0 if state is not None or (args.url and server.healthy(args.url)) else 1
 
 
 def cmd_push_project(args: argparse.Namespace) -> int:
-    from training.labelstudio_client import push_project
+    from training.labelstudio.client import push_project
 
     connection = _connection(args)
     result = push_project(connection, args.title)
@@ -321,8 +335,8 @@ def cmd_push_project(args: argparse.Namespace) -> int:
 
 
 def cmd_push_tasks(args: argparse.Namespace) -> int:
-    from training.labelstudio import read_export
-    from training.labelstudio_client import push_tasks
+    from training.data.export import read_export
+    from training.labelstudio.client import push_tasks
 
     connection = _connection(args)
     result = push_tasks(connection, args.project, read_export(args.export))
@@ -334,9 +348,9 @@ def cmd_push_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_push_predictions(args: argparse.Namespace) -> int:
-    from training.inference import Tagger
-    from training.labelstudio_client import push_predictions
-    from training.labelstudio_predictions import model_version
+    from training.inference.tagger import Tagger
+    from training.labelstudio.client import push_predictions
+    from training.labelstudio.predictions import model_version
 
     connection = _connection(args)
     version = model_version(args.model_dir)
@@ -355,7 +369,7 @@ def cmd_push_predictions(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from training.labelstudio_client import pull, summary
+    from training.labelstudio.client import pull, summary
 
     snapshot = pull(_connection(args), args.project, out=args.out, since=args.since)
     print(summary(snapshot))
@@ -371,7 +385,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from training.ml_backend import load_predictor, make_server, serve
+    from training.labelstudio.ml_backend import load_predictor, make_server, serve
 
     predictor = load_predictor(args.model_dir)
     server = make_server(predictor, args.host, args.port)
@@ -381,7 +395,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.connect is None:
         serve(server)
         return 0
-    from training.labelstudio_client import connect_ml_backend, disconnect_ml_backend, ml_backend_ids
+    from training.labelstudio.client import connect_ml_backend, disconnect_ml_backend, ml_backend_ids
 
     # Label Studio calls /health and /setup while connecting: serve first.
     thread = threading.Thread(target=serve, args=(server,), daemon=True)
@@ -411,10 +425,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    def with_config(p: argparse.ArgumentParser, required: bool = True) -> None:
-        if required:
-            p.add_argument("config", help="YAML config (see configs/)")
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="YAML config (see configs/)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. training.epochs=3")
+
+    def with_data(p: argparse.ArgumentParser, split: str, purpose: str) -> None:
+        """--data or --split, and the config naming the data (the model's own by default)."""
+        source = p.add_mutually_exclusive_group()
+        source.add_argument("--data", metavar="EXPORT.json", help=f"a Label Studio export to {purpose}")
+        source.add_argument("--split", default=split, choices=list(ALL_SPLITS))
+        p.add_argument("--config", help="config naming the data (default: the model's own)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE")
 
     p = verbs.add_parser("dataset", help="build the dataset from the configured export")
     with_config(p)
@@ -427,11 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("evaluate", help="score model directories")
     p.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="EXPORT.json", help="a Label Studio export to score on")
-    source.add_argument("--split", default="test", choices=list(ALL_SPLITS))
-    p.add_argument("--config", help="config naming the data (default: the model's own)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    with_data(p, split="test", purpose="score on")
     p.add_argument("--json", metavar="OUT.json", help="write the scores as JSON")
     p.add_argument("--report", metavar="DIR", help="write DIR/index.html, errors.jsonl and scores.json")
     p.add_argument(
@@ -461,11 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="measure a model's activation ranges (int8 ONNX smoothing); train does it itself"
     )
     p.add_argument("model_dir", metavar="MODEL_DIR")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", metavar="EXPORT.json", help="a Label Studio export to calibrate on")
-    source.add_argument("--split", default="train", choices=list(ALL_SPLITS))
-    p.add_argument("--config", help="config naming the data (default: the model's own)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    with_data(p, split="train", purpose="calibrate on")
     p.set_defaults(func=cmd_calibrate)
 
     p = verbs.add_parser("validate-data", help="check exports: spans, duplicates, consistency")
@@ -489,14 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
     def with_server(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--url",
-            default=os.environ.get("LABEL_STUDIO_URL"),
-            help="Label Studio URL (default: $LABEL_STUDIO_URL)",
+            default=os.environ.get(URL_ENV),
+            help=f"Label Studio URL (default: ${URL_ENV})",
         )
         p.add_argument(
             "--api-key-env",
-            default="LABEL_STUDIO_API_KEY",
+            default=API_KEY_ENV,
             metavar="VAR",
-            help="environment variable holding the API key (default: LABEL_STUDIO_API_KEY)",
+            help=f"environment variable holding the API key (default: {API_KEY_ENV})",
         )
 
     labelstudio = verbs.add_parser("labelstudio", help="the local Label Studio server (127.0.0.1 only)")
@@ -511,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "start":
             p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: %(default)s)")
         if name == "status":
-            p.add_argument("--url", default=os.environ.get("LABEL_STUDIO_URL"), help="also check this server")
+            p.add_argument("--url", default=os.environ.get(URL_ENV), help="also check this server")
         p.set_defaults(func=func)
 
     push = verbs.add_parser("push", help="send a project, tasks or predictions to Label Studio")
@@ -537,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("pull", help="snapshot a project's annotated tasks (export JSON + manifest)")
     p.add_argument("--project", type=int, required=True, metavar="ID")
     p.add_argument("--since", metavar="TIMESTAMP", help="only annotations created/updated since (ISO 8601)")
-    p.add_argument("--out", metavar="DIR", help="snapshot dir (default: data/snapshots/project-ID-TIME)")
+    p.add_argument("--out", metavar="DIR", help=f"snapshot dir (default: {SNAPSHOT_DIR}/project-ID-TIME)")
     with_server(p)
     p.set_defaults(func=cmd_pull)
 

@@ -1,7 +1,9 @@
 """Run configuration: one validated, frozen object read from YAML, with dotted overrides.
 
-Every default lives here with a one-line reason; a YAML file in ``configs/`` lists what it
-changes. Unknown keys and bad values are collected and reported together, naming each key.
+Every default lives here with a one-line reason; a YAML file in ``configs/`` lists only the
+keys it changes (``configs/default.yaml``: two). Unknown keys and bad values are collected and
+reported together, naming each key. The Label Studio defaults (``API_KEY_ENV``, ``URL_ENV``,
+``SNAPSHOT_DIR``) live here too: the CLI and ``training.labelstudio`` read them from here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from training.errors import ConfigError
+
+# The environment variable that holds a Label Studio API key (the key never goes in a file).
+API_KEY_ENV = "LABEL_STUDIO_API_KEY"
+# The environment variable naming the Label Studio server when no URL is given.
+URL_ENV = "LABEL_STUDIO_URL"
+# Where pulled snapshots go (ignored by git).
+SNAPSHOT_DIR = Path("data/snapshots")
 
 
 class _Section(BaseModel):
@@ -54,11 +63,10 @@ class LabelStudioSource(_Section):
     url: str | None = None
     project: int = Field(ge=1)
     # The environment variable that holds the API key; the key itself never goes in a config.
-    api_key_env: str = Field("LABEL_STUDIO_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_env: str = Field(API_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     # Only tasks with annotations created or updated at or after this ISO 8601 time.
     since: str | None = None
-    # Where snapshots go (ignored by git).
-    snapshot_dir: Path = Path("data/snapshots")
+    snapshot_dir: Path = SNAPSHOT_DIR
 
 
 class AugmentConfig(_Section):

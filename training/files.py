@@ -18,15 +18,30 @@ def write_atomically(path: Path, write) -> None:
     try:
         target = tmp / path.name
         write(target)
-        backup = None
-        if path.exists():
-            backup = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, backup)
-        os.replace(target, path)
-        if backup is not None:
-            shutil.rmtree(backup) if backup.is_dir() else backup.unlink()
+        move_into_place(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def move_into_place(source: Path, destination: Path) -> None:
+    """Replace ``destination`` (a file or a directory) by ``source`` on the same file system.
+
+    The old one is renamed aside first and removed only once the new one is in place.
+    """
+    source, destination = Path(source), Path(destination)
+    backup = None
+    if destination.exists():
+        backup = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+        if backup.exists():
+            _remove(backup)
+        os.replace(destination, backup)
+    os.replace(source, destination)
+    if backup is not None:
+        _remove(backup)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def apply_umask(paths: Iterable[str | Path]) -> None:

@@ -56,11 +56,6 @@ TO_NAME = "text"
 TEXT_FIELD = "text"
 
 
-def bio_tags_for(labels: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """BIO tag names for an arbitrary label list, in the same order convention as ``BIO_TAGS``."""
-    return (OUTSIDE,) + tuple(f"{p}-{name}" for name in labels for p in ("B", "I"))
-
-
 def labeling_config_xml(
     from_name: str = FROM_NAME, to_name: str = TO_NAME, text_field: str = TEXT_FIELD
 ) -> str:

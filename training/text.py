@@ -1,10 +1,11 @@
-"""Text, the layer everything shares: spans, words, BIO tags and constrained decoding.
+"""Text, the layer everything shares: spans, words, BIO tags, offsets and constrained decoding.
 
 Words come from a deterministic splitter that cuts punctuation, hyphens and possessives, so
 entity boundaries fall between words; abbreviations and dotted initialisms (``U.S.``,
 ``Jr.``, ``Co.``) stay whole. Decoding turns per-word tag probabilities into a valid BIO
 sequence (no ``I-`` that does not continue an entity, no entity across a line break, none
-made only of punctuation or symbols).
+made only of punctuation or symbols). Older Label Studio versions and other tools count
+offsets in UTF-16 code units; ``python_index`` reads them.
 
 Nothing here imports torch, ``datasets`` or pydantic.
 """
@@ -81,6 +82,21 @@ def line_starts(text: str, word_spans: Sequence[Sequence[int]]) -> list[bool]:
     return starts
 
 
+# --- offsets: Python string indices <-> the browser's UTF-16 code units ------------------
+
+
+def python_index(text: str, utf16_index: int) -> int | None:
+    """Python string index of a UTF-16 code-unit offset (None if it splits a surrogate pair)."""
+    units = 0
+    for index, ch in enumerate(text):
+        if units == utf16_index:
+            return index
+        units += 2 if ord(ch) > 0xFFFF else 1
+        if units > utf16_index:
+            return None
+    return len(text) if units == utf16_index else None
+
+
 # --- spans <-> BIO tags --------------------------------------------------------------------
 
 
@@ -125,7 +141,9 @@ def tags_to_word_ranges(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     """``(first_word, last_word, label)`` of each entity in a BIO sequence.
 
     Lenient like seqeval's default mode: an I- tag that does not continue an entity of the
-    same label starts a new one (constrained decoding never produces one).
+    same label starts a new one (constrained decoding never produces one). These are the
+    semantics of ``seqeval``'s ``get_entities`` (a test checks they agree), kept here because
+    importing seqeval loads scikit-learn (1.8 s), which ``Tagger`` must not pay for.
     """
     entities: list[tuple[int, int, str]] = []
     current: list | None = None

@@ -1,7 +1,8 @@
-"""Fine-tune a token-classification model from a config: dataset -> windows -> Trainer -> save.
+"""Fine-tune a token-classification model from a config: setup -> train -> evaluate -> save.
 
-The run writes into a work directory beside the output and moves the finished model into
-place at the end, so a failed or killed run never replaces the previous good model.
+``train`` reads as those four steps; each is a function of its own config section. The run
+writes into a work directory beside the output and moves the finished model into place at the
+end, so a failed or killed run never replaces the previous good model.
 """
 
 from __future__ import annotations
@@ -12,10 +13,34 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.config import Config
+import numpy as np
+import torch
+import torch.distributed as dist
+from datasets import Dataset, DatasetDict
+from torch.utils.data import SequentialSampler
+from transformers import (
+    DataCollatorForTokenClassification,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from training.config import Config, DataConfig, ModelConfig, TrainingConfig
+from training.data.dataset import build_from_config, label_counts
 from training.errors import TrainingError
-from training.files import apply_umask, sha256_of_files
+from training.evaluation.model_card import render_model_card
+from training.evaluation.scores import evaluate_tagger, format_scores, seqeval_scores
+from training.files import apply_umask, move_into_place, sha256_of_files
+from training.inference.quantization import calibrate
+from training.inference.tagger import Tagger
+from training.labelstudio.client import resolve_source
+from training.modeling.encoder import build_model, load_tokenizer, resolve_model
+from training.modeling.hardware import bf16_supported
+from training.modeling.windows import Windows, encode_documents, owned_predictions
 from training.schema import BIO_TAGS, HELD_OUT_SPLITS, ID2LABEL
+from training.text import BioConstraints, decode, line_starts
 
 
 @dataclass
@@ -29,19 +54,6 @@ class TrainResult:
 def work_dir_for(output_dir: Path) -> Path:
     """The run's scratch directory (checkpoints, the model before it is moved into place)."""
     return output_dir.parent / f".{output_dir.name}.run"
-
-
-def bf16_supported() -> bool:
-    """bf16 autocast pays off: a CUDA GPU with bf16, or a CPU with AVX-512 BF16."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def check_output_writable(output_dir: Path, model_path: str | None = None) -> None:
@@ -69,29 +81,22 @@ def check_output_writable(output_dir: Path, model_path: str | None = None) -> No
             )
 
 
-def _trainer_class():
+class DocumentOrderTrainer(Trainer):
     """``Trainer`` that evaluates windows in dataset order.
 
     With ``train_sampling_strategy="group_by_length"`` transformers also length-groups the
     evaluation sampler, which shuffles windows; ``compute_metrics`` maps predictions back to
     documents by window position, so evaluation must stay sequential.
     """
-    from torch.utils.data import SequentialSampler
-    from transformers import Trainer
 
-    class DocumentOrderTrainer(Trainer):
-        def _get_eval_sampler(self, eval_dataset):
-            if self.args.world_size <= 1:
-                return SequentialSampler(eval_dataset)
-            return None
-
-    return DocumentOrderTrainer
+    def _get_eval_sampler(self, eval_dataset):
+        if self.args.world_size <= 1:
+            return SequentialSampler(eval_dataset)
+        return None
 
 
 def split_windows(rows, tokenizer, model_config, owned_only: bool):
     """The labelled windows of a dataset split (``owned_only``: each word labelled once, for evaluation)."""
-    from training.alignment import encode_documents
-
     return encode_documents(
         tokenizer,
         rows["tokens"],
@@ -106,8 +111,6 @@ def split_windows(rows, tokenizer, model_config, owned_only: bool):
 
 def _from_main_process(value):
     """``value`` as rank 0 has it (a no-op outside distributed runs)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         box = [value]
         dist.broadcast_object_list(box, src=0)
@@ -118,12 +121,6 @@ def _from_main_process(value):
 def document_metrics_fn(windows, gold_rows, decoding: str = "viterbi"):
     """``compute_metrics`` for the Trainer: document-level seqeval from owned-word predictions,
     decoded as ``Tagger`` decodes them (``preprocess_logits_for_metrics`` gives probabilities)."""
-    import numpy as np
-
-    from training.alignment import owned_predictions
-    from training.evaluate import seqeval_scores
-    from training.text import BioConstraints, decode, line_starts
-
     gold = [[BIO_TAGS[i] for i in row["ner_tags"]] for row in gold_rows]
     breaks = [line_starts(row["text"], row["token_spans"]) for row in gold_rows]
     constraints = BioConstraints(BIO_TAGS)
@@ -175,34 +172,58 @@ def plan_notes(dataset, selection: str, final_split: str) -> list[str]:
 
 
 def train(config: Config, resume: bool = False) -> TrainResult:
-    """Train, evaluate on validation and test, and save the model directory."""
-    import torch
-    from datasets import Dataset
-    from transformers import (
-        DataCollatorForTokenClassification,
-        EarlyStoppingCallback,
-        TrainingArguments,
-        set_seed,
-    )
-
-    from training.dataset import build_from_config, label_counts, resolve_source
-    from training.evaluate import evaluate_tagger, format_scores
-    from training.inference import Tagger
-    from training.model_card import render_model_card
-    from training.modeling import build_model, load_tokenizer, resolve_model
-    from training.quantization import calibrate
-
+    """Train, evaluate on validation, test and held-out splits, and save the model directory."""
+    # Setup: fail early on the output location and the encoder, then join the process group.
     output_dir = Path(config.training.output_dir)
     model_path = resolve_model(config.model.name)
     check_output_writable(output_dir, model_path)
     work_dir = work_dir_for(output_dir)
-    set_seed(config.training.seed)
+    args = training_arguments(config.training, work_dir)
+    is_main = args.process_index == 0
+    # The tokenizer loads in seconds and proves the model resolves: before any data work.
+    tokenizer = load_tokenizer(model_path, config.model.case_markers)
+    if is_main and work_dir.exists() and not resume:
+        shutil.rmtree(work_dir)
+    data, dataset = prepare_data(config.data, is_main)
+    config = config.model_copy(update={"data": data})
 
-    # Trainer arguments first: under torchrun they join the process group (gloo on CPU, NCCL on GPU).
-    t = config.training
-    use_bf16 = t.bf16 is True or (t.bf16 == "auto" and bf16_supported())
+    # Train
+    trainer, train_windows = build_trainer(
+        config.model, model_path, tokenizer, dataset, args, config.training.early_stopping_patience
+    )
+    checkpoint = get_last_checkpoint(str(work_dir / "checkpoints")) if resume else None
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    if not is_main:
+        return TrainResult(output_dir=output_dir, metrics={})
+
+    # Evaluate the best model on whole documents (rank 0: every document exactly once)
+    metrics = evaluate_model(config.model, trainer.model, tokenizer, dataset, config.training.eval_batch_size)
+    metrics["train"] = {
+        "runtime_s": train_output.metrics.get("train_runtime"),
+        "steps": train_output.global_step,
+        "loss": train_output.training_loss,
+        "windows": len(train_windows),
+        "bf16": args.bf16,
+        "world_size": args.world_size,
+    }
+    for name in ("test", *HELD_OUT_SPLITS):
+        if name in metrics:
+            print(format_scores(metrics[name], title=f"{name} split ({config.name})"))
+
+    # Save into the work dir, then move into place
+    final = work_dir / "final"
+    save_model(config, trainer, tokenizer, train_windows, metrics, dataset, final)
+    move_into_place(final, output_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return TrainResult(output_dir=output_dir, metrics=metrics)
+
+
+def training_arguments(t: TrainingConfig, work_dir: Path) -> TrainingArguments:
+    """The Trainer's arguments; seeds everything. Under torchrun they join the process group
+    (gloo on CPU, NCCL on GPU), so they come before any data work."""
+    set_seed(t.seed)
     cuda = torch.cuda.is_available()
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(work_dir / "checkpoints"),
         num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size,
@@ -215,7 +236,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
         lr_scheduler_type="linear",
         seed=t.seed,
         data_seed=t.seed,
-        bf16=use_bf16,
+        bf16=t.bf16 is True or (t.bf16 == "auto" and bf16_supported()),
         use_cpu=not cuda,
         # torchrun sets WORLD_SIZE; a backend given outside a distributed launch breaks accelerate.
         ddp_backend=("nccl" if cuda else "gloo") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
@@ -234,85 +255,99 @@ def train(config: Config, resume: bool = False) -> TrainResult:
         disable_tqdm=not t.progress,
         dataloader_num_workers=0,
     )
-    is_main = args.process_index == 0
-    # The tokenizer loads in seconds and proves the model resolves: before any data work.
-    tokenizer = load_tokenizer(model_path, config.model.case_markers)
 
-    # Data: rank 0 clears the work dir, pulls a Label Studio source if one is configured and
-    # saves the dataset; the other ranks build the same dataset in memory from what it resolved.
+
+def prepare_data(data: DataConfig, is_main: bool) -> tuple[DataConfig, DatasetDict]:
+    """The data section with a file source, and its DatasetDict (every split non-empty).
+
+    Rank 0 pulls a Label Studio source if one is configured and saves the dataset; the other
+    ranks build the same dataset in memory from the source it resolved.
+    """
     if is_main:
-        if work_dir.exists() and not resume:
-            shutil.rmtree(work_dir)
-        config = resolve_source(config)
-    config = _from_main_process(config)
-    dataset, report = build_from_config(config, save=is_main)
+        data = resolve_source(data)
+    data = _from_main_process(data)
+    dataset, report = build_from_config(data, save=is_main)
     if is_main:
         print(report.summary())
-    selection, final_split = evaluation_plan(dataset)
-    if is_main:
-        for line in plan_notes(dataset, selection, final_split):
+        for line in plan_notes(dataset, *evaluation_plan(dataset)):
             print(line)
+    return data, dataset
 
-    # Model
-    model = build_model(model_path, BIO_TAGS, attention_dropout=config.model.attention_dropout)
 
-    train_windows = split_windows(dataset["train"], tokenizer, config.model, owned_only=False)
-    validation_windows = split_windows(dataset[selection], tokenizer, config.model, owned_only=True)
-    validation_rows = list(dataset[selection])
-
+def build_trainer(
+    model_config: ModelConfig,
+    model_path: str,
+    tokenizer,
+    dataset: DatasetDict,
+    args: TrainingArguments,
+    early_stopping_patience: int | None,
+) -> tuple[Trainer, Windows]:
+    """A Trainer of a fresh model on the training windows, selecting on validation F1 (or on the
+    training documents when there are no validation ones); and the training windows
+    (calibration reads them after training)."""
+    model = build_model(model_path, BIO_TAGS, attention_dropout=model_config.attention_dropout)
+    train_windows = split_windows(dataset["train"], tokenizer, model_config, owned_only=False)
+    selection, _ = evaluation_plan(dataset)
+    validation_windows = split_windows(dataset[selection], tokenizer, model_config, owned_only=True)
     callbacks = []
-    if t.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    trainer = _trainer_class()(
+    if early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience))
+    trainer = DocumentOrderTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_dict(train_windows.as_columns()),
         eval_dataset=Dataset.from_dict(validation_windows.as_columns()),
         data_collator=DataCollatorForTokenClassification(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=document_metrics_fn(validation_windows, validation_rows, config.model.decoding),
+        compute_metrics=document_metrics_fn(
+            validation_windows, list(dataset[selection]), model_config.decoding
+        ),
         preprocess_logits_for_metrics=lambda logits, labels: logits.float().softmax(-1),
         callbacks=callbacks,
     )
-    checkpoint = None
-    if resume:
-        from transformers.trainer_utils import get_last_checkpoint
+    return trainer, train_windows
 
-        checkpoint = get_last_checkpoint(str(work_dir / "checkpoints"))
-    train_output = trainer.train(resume_from_checkpoint=checkpoint)
-    if not is_main:
-        return TrainResult(output_dir=output_dir, metrics={})
 
-    # Evaluate the best model on whole documents (rank 0: every document exactly once)
+def evaluate_model(
+    model_config: ModelConfig, model, tokenizer, dataset: DatasetDict, batch_size: int
+) -> dict:
+    """Scores of ``model`` on the validation, test and held-out splits, as ``Tagger`` reads them.
+
+    Held-out splits (realnews) are scored, never used for training or model selection. A small
+    project without validation or test documents is scored on what ``evaluation_plan`` chose.
+    """
     tagger = Tagger(
-        trainer.model,
+        model,
         tokenizer,
-        max_length=config.model.max_length,
-        stride=config.model.stride,
-        batch_size=t.eval_batch_size,
-        decoding=config.model.decoding,
+        max_length=model_config.max_length,
+        stride=model_config.stride,
+        batch_size=batch_size,
+        decoding=model_config.decoding,
     )
-    metrics = {
-        "validation": evaluate_tagger(tagger, validation_rows),
-        "test": evaluate_tagger(tagger, list(dataset[final_split])),
-        # Held-out splits (realnews) are scored, never used for training or model selection.
-        **{name: evaluate_tagger(tagger, list(dataset[name])) for name in HELD_OUT_SPLITS if name in dataset},
-        "train": {
-            "runtime_s": train_output.metrics.get("train_runtime"),
-            "steps": train_output.global_step,
-            "loss": train_output.training_loss,
-            "windows": len(train_windows),
-            "bf16": use_bf16,
-            "world_size": args.world_size,
-        },
+    selection, final_split = evaluation_plan(dataset)
+    scored = {
+        name: evaluate_tagger(tagger, list(dataset[name]))
+        for name in dict.fromkeys([selection, final_split, *(n for n in HELD_OUT_SPLITS if n in dataset)])
+    }
+    return {
+        "validation": scored[selection],
+        "test": scored[final_split],
+        **{name: scored[name] for name in HELD_OUT_SPLITS if name in scored},
         "splits_used": {"model_selection": selection, "final_scores": final_split},
     }
-    for name in ("test", *HELD_OUT_SPLITS):
-        if name in metrics:
-            print(format_scores(metrics[name], title=f"{name} split ({config.name})"))
 
-    # Save into the work dir, then move into place
-    final = work_dir / "final"
+
+def save_model(
+    config: Config,
+    trainer: Trainer,
+    tokenizer,
+    train_windows: Windows,
+    metrics: dict,
+    dataset: DatasetDict,
+    final: Path,
+) -> None:
+    """Write the model directory into ``final``: weights, tokenizer, activation ranges, the
+    resolved config, metrics, training log and model card."""
     if final.exists():
         shutil.rmtree(final)
     trainer.model.config.id2label = dict(ID2LABEL)
@@ -327,21 +362,6 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     (final / "README.md").write_text(
         render_model_card(config, metrics, counts, sha256_of_files([config.data.source]))
     )
-    for leftover in ("training_args.bin",):
-        (final / leftover).unlink(missing_ok=True)
+    (final / "training_args.bin").unlink(missing_ok=True)
     # safetensors writes weights 0600; a model folder is shared like any other output.
     apply_umask(path for path in final.rglob("*") if path.is_file())
-    _move_into_place(final, output_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return TrainResult(output_dir=output_dir, metrics=metrics)
-
-
-def _move_into_place(source: Path, destination: Path) -> None:
-    backup = destination.with_name(f".{destination.name}.previous")
-    if backup.exists():
-        shutil.rmtree(backup)
-    if destination.exists():
-        os.replace(destination, backup)
-    os.replace(source, destination)
-    if backup.exists():
-        shutil.rmtree(backup)

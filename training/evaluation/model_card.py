@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from training.config import Config
-from training.error_analysis import top_confusions
-from training.evaluate import (
+from training.evaluation.error_analysis import top_confusions
+from training.evaluation.scores import (
     MIN_DOCUMENTS_FOR_INTERVALS,
+    format_interval,
     format_scores,
     unreliable_intervals_note,
     worst_labels,
@@ -15,9 +16,8 @@ from training.schema import ALL_SPLITS, HELD_OUT_SPLITS
 
 def _interval(leaf: dict, before: str = " (", after: str = ")") -> str:
     """``95% CI a-b`` between ``before`` and ``after`` when the score has a bootstrap interval."""
-    if leaf.get("ci_low") is None or leaf.get("ci_high") is None:
-        return ""
-    return f"{before}95% CI {leaf['ci_low']:.2f}-{leaf['ci_high']:.2f}{after}"
+    interval = format_interval(leaf, digits=2)
+    return f"{before}95% CI {interval}{after}" if interval else ""
 
 
 def _held_out_section(name: str, scores: dict) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.files import write_atomically
 from training.text import Span
 
 ERROR_KINDS = ("wrong_type", "wrong_boundary", "missed", "spurious")
@@ -154,7 +155,5 @@ def error_record(error: SpanError, document_id: str, text: str, context: int = C
 
 def write_jsonl(path: str | Path, records: Sequence[dict]) -> None:
     """Write ``records`` one JSON object per line, atomically."""
-    from training.files import write_atomically
-
     lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     write_atomically(Path(path), lambda target: target.write_text(lines, encoding="utf-8"))

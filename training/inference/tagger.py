@@ -10,7 +10,7 @@ the window where it is most central). Entities carry character offsets into the 
 
 Backends: PyTorch (``inference_mode``; bf16 autocast where the hardware has fast bf16, see
 ``precision``) or ONNX Runtime (``Tagger.load(DIR, backend="onnx", quantize="int8")``, the
-graph exported once and cached beside the model by ``training.onnx_backend``).
+graph exported once and cached beside the model by ``training.inference.onnx_backend``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from training.alignment import Windows, encode_documents, owned_predictions
 from training.errors import ModelError
+from training.modeling.encoder import load_trained
+from training.modeling.hardware import fast_bf16
+from training.modeling.windows import Windows, encode_documents, owned_predictions
 from training.text import DECODINGS, BioConstraints, decode, line_starts, tags_to_word_ranges, tokenize_words
 
+# The constructor's defaults: ``training.config.ModelConfig``'s (``load`` reads a model's own).
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_STRIDE = 64
 BACKENDS = ("torch", "onnx")
@@ -89,7 +91,7 @@ class Tagger:
         self.max_length = max_length
         self.stride = stride
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE["torch" if self.is_torch else "onnx"]
-        self.bf16 = self.is_torch and (precision == "bf16" or (precision == "auto" and _fast_bf16(model)))
+        self.bf16 = self.is_torch and (precision == "bf16" or (precision == "auto" and fast_bf16(model)))
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
         self.decoding = decoding
         self.constraints = BioConstraints(self.labels)
@@ -113,14 +115,13 @@ class Tagger:
         ``<model_dir>/onnx/`` or ``onnx_cache_dir``); ``quantize="int8"`` with it uses
         dynamically quantized int8 weights.
         """
-        from training.modeling import load_trained
-
         if backend not in BACKENDS:
             raise ModelError(f"backend={backend!r}: use one of {BACKENDS}")
         if backend == "onnx":
             from transformers import AutoTokenizer
 
-            from training.onnx_backend import load_onnx_model
+            # Lazy: the export and ONNX Runtime are an optional extra (pip install -e '.[onnx]').
+            from training.inference.onnx_backend import load_onnx_model
 
             model = load_onnx_model(
                 model_dir, quantize=quantize, threads=kwargs.get("threads"), cache_dir=onnx_cache_dir
@@ -132,10 +133,13 @@ class Tagger:
             model, tokenizer = load_trained(model_dir, allow_pickle=allow_pickle)
         saved = Path(model_dir) / "training_config.yaml"
         if saved.is_file():
-            model_section = (yaml.safe_load(saved.read_text()) or {}).get("model", {})
-            kwargs.setdefault("max_length", model_section.get("max_length", DEFAULT_MAX_LENGTH))
-            kwargs.setdefault("stride", model_section.get("stride", DEFAULT_STRIDE))
-            kwargs.setdefault("decoding", model_section.get("decoding", "viterbi"))
+            # Lazy: the config loader (pydantic) is needed only here, not by ``from training import Tagger``.
+            from training.config import load_config
+
+            model_section = load_config(saved, ignore_unknown=True).model
+            kwargs.setdefault("max_length", model_section.max_length)
+            kwargs.setdefault("stride", model_section.stride)
+            kwargs.setdefault("decoding", model_section.decoding)
         return cls(model, tokenizer, **kwargs)
 
     @property
@@ -250,12 +254,3 @@ class Tagger:
             return self.tag([texts])[0]
         return self.tag(list(texts))
 
-
-def _fast_bf16(model) -> bool:
-    """Whether bf16 autocast pays off where ``model`` lives (bf16 GPUs, AVX-512 BF16 CPUs)."""
-    from training.train import bf16_supported
-
-    device = next(model.parameters()).device
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bf16_supported()

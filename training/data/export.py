@@ -1,9 +1,11 @@
 """Label Studio tasks -> documents: choose an annotation, rebuild and check its spans.
 
-Input is the JSON export shape (``../shared/notes/labelstudio.md``): a list of tasks, each with
-``data``, ``annotations`` (one per annotator), ``predictions``... Offsets in an export are the
-browser's string indices (code points in Label Studio 1.23, UTF-16 code units in older
-versions and other tools); they are converted to Python indices here.
+Input is Label Studio's JSON export (a list of tasks, each with ``data``, ``annotations``,
+one per annotator, ``predictions``, ...; https://labelstud.io/guide/export#Label-Studio-JSON-format-of-annotated-tasks).
+Offsets in an export are the browser's string indices: code points in Label Studio 1.23, UTF-16
+code units in older versions and other tools; they are converted to Python indices here
+(``training.text.python_index``). Reading files only: pulling a project from a server is
+``training.labelstudio.client``'s job.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,7 @@ from typing import Any
 from training.config import DataConfig
 from training.errors import DataError
 from training.schema import ALL_SPLITS, LABEL_NAMES
-from training.text import Span
-from training.validation import span_problems
+from training.text import Span, python_index
 
 
 @dataclass
@@ -162,18 +163,6 @@ def _read_whole(path: Path) -> list[dict]:
     return tasks
 
 
-def python_index(text: str, utf16_index: int) -> int | None:
-    """Python string index of a UTF-16 code-unit offset (None if it splits a surrogate pair)."""
-    units = 0
-    for index, ch in enumerate(text):
-        if units == utf16_index:
-            return index
-        units += 2 if ord(ch) > 0xFFFF else 1
-        if units > utf16_index:
-            return None
-    return len(text) if units == utf16_index else None
-
-
 # Characters outside the Basic Multilingual Plane (two UTF-16 code units in the browser).
 ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
@@ -235,6 +224,24 @@ def task_label(task: dict) -> str:
     data = task.get("data") if isinstance(task.get("data"), dict) else {}
     doc = data.get("doc_id")
     return f"task {task.get('id')}" + (f" (doc {doc})" if doc else "")
+
+
+def task_text(task: dict, field: str, *, allow_blank: bool = False, hint: str = "") -> str:
+    """The text a task holds in ``data.<field>``; a ``DataError`` naming the task otherwise.
+
+    ``allow_blank``: an empty or whitespace-only text is returned (predicting it is harmless;
+    an annotation of it is not). ``hint`` ends the message about a missing field.
+    """
+    name = task_label(task)
+    data = task.get("data")
+    if not isinstance(data, dict):
+        raise DataError(f"{name}: has no 'data' object")
+    if field not in data:
+        raise DataError(f"{name}: data has no {field!r} field (fields: {sorted(data)}){hint}")
+    text = data[field]
+    if not isinstance(text, str) or not (allow_blank or text.strip()):
+        raise DataError(f"{name}: data.{field} is empty or not a string")
+    return text
 
 
 def choose_annotation(task: dict, options: DataConfig) -> dict | None:
@@ -334,17 +341,8 @@ def _span_from_result(
 def task_to_document(task: dict, options: DataConfig, report: ConversionReport) -> Document | None:
     """Convert one task, or exclude it (counted in ``report``); bad spans follow the policy."""
     name = task_label(task)
-    data = task.get("data")
-    if not isinstance(data, dict):
-        raise DataError(f"{name}: has no 'data' object")
-    if options.text_field not in data:
-        raise DataError(
-            f"{name}: data has no {options.text_field!r} field (fields: {sorted(data)});"
-            " set data.text_field in the config"
-        )
-    text = data[options.text_field]
-    if not isinstance(text, str) or not text.strip():
-        raise DataError(f"{name}: data.{options.text_field} is empty or not a string")
+    text = task_text(task, options.text_field, hint="; set data.text_field in the config")
+    data = task["data"]
     task_id = task.get("id")
     annotation = choose_annotation(task, options)
     if annotation is None:
@@ -438,8 +436,3 @@ def convert_tasks(tasks: Iterable[dict], options: DataConfig) -> tuple[list[Docu
         report.entities.update(span.label for span in document.spans)
     report.kept = len(documents)
     return documents, report
-
-
-def document_problems(documents: Sequence[Document]) -> list[str]:
-    """Span hygiene findings (trimming, boundaries, determiners) of converted documents."""
-    return [str(p) for d in documents for p in span_problems(d.text, d.spans, d.id)]

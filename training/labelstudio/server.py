@@ -30,8 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from training.errors import LabelStudioError
+from training.files import write_atomically
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = PROJECT_ROOT / ".labelstudio" / "venv"
 DEFAULT_DATA_DIR = PROJECT_ROOT / ".labelstudio" / "data"
 DEFAULT_PORT = 8080
@@ -140,12 +141,13 @@ def local_credentials(data_dir: Path = DEFAULT_DATA_DIR, create: bool = False) -
         return None
     # Django's token key is at most 40 characters.
     credentials = LocalCredentials(LOCAL_USERNAME, secrets.token_urlsafe(18), secrets.token_hex(20))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(asdict(credentials), handle)
-    os.replace(tmp, path)
+
+    def write_private(target: Path) -> None:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(asdict(credentials), handle)
+
+    write_atomically(path, write_private)
     return credentials
 
 
@@ -207,10 +209,8 @@ def _read_state(data_dir: Path) -> ServerState | None:
 
 
 def _write_state(data_dir: Path, state: ServerState) -> None:
-    path = Path(data_dir) / STATE_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(asdict(state), indent=1) + "\n"
+    write_atomically(Path(data_dir) / STATE_FILE, lambda target: target.write_text(text, encoding="utf-8"))
 
 
 def _is_our_process(state: ServerState) -> bool:

@@ -23,9 +23,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from training.data.export import task_text
 from training.errors import TrainingError
-from training.inference import Tagger
-from training.labelstudio_predictions import labeling_names, model_version, predict_texts, task_text
+from training.inference.tagger import Tagger
+from training.labelstudio.predictions import labeling_names, model_version, predict_texts
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9090
@@ -46,7 +47,7 @@ class Predictor:
         if not isinstance(tasks, list):
             raise ValueError("the request has no 'tasks' list")
         names = labeling_names(payload.get("label_config"))
-        texts = [task_text(task, names) for task in tasks]
+        texts = [task_text(task, names.text_field, allow_blank=True) for task in tasks]
         with self._lock:
             results = predict_texts(self.tagger, texts, names, self.version)
         return {"results": results, "model_version": self.version}

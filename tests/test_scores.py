@@ -1,11 +1,11 @@
 import random
 
+import numpy as np
 import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 
-from training.evaluate import (
-    PRF,
+from training.evaluation.scores import (
     Evaluation,
     compare,
     count_matches,
@@ -13,6 +13,7 @@ from training.evaluate import (
     format_scores,
     invalid_i_starts,
     micro_f1,
+    prf_ratios,
     score,
     seqeval_scores,
     span_scores,
@@ -21,10 +22,12 @@ from training.text import Span
 
 
 def test_prf_by_hand():
-    s = PRF(tp=3, fp=1, fn=2)
-    assert s.precision == 0.75 and s.recall == 0.6
-    assert s.f1 == pytest.approx(2 * 0.75 * 0.6 / 1.35)
-    assert PRF().f1 == 0.0
+    precision, recall, f1 = prf_ratios([3, 1, 2])
+    assert precision == 0.75 and recall == 0.6
+    assert f1 == pytest.approx(2 * 0.75 * 0.6 / 1.35)
+    # Nothing to score at all: F1 is undefined (left out of bootstrap intervals), the rest 0.
+    precision, recall, f1 = prf_ratios([0, 0, 0])
+    assert precision == 0.0 and recall == 0.0 and np.isnan(f1)
 
 
 def test_default_and_strict_modes_differ_like_seqeval_documents():
@@ -233,7 +236,7 @@ def test_bootstrap_samples_equal_seqeval_on_the_resampled_documents():
     # The vectorised resampling must give exactly what re-scoring the drawn documents gives.
     from seqeval.metrics import f1_score
 
-    from training.bootstrap import resample_documents
+    from training.evaluation.bootstrap import resample_documents
 
     gold, predicted = random_corpus(7, documents=15)
     counts = count_matches(gold, predicted)

@@ -3,8 +3,8 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from training.alignment import IGNORE, encode_documents, owned_predictions
-from training.modeling import load_tokenizer
+from training.modeling.encoder import load_tokenizer
+from training.modeling.windows import IGNORE, encode_documents, owned_predictions
 from training.schema import ID2LABEL, LABEL2ID
 from training.text import tokenize_words
 

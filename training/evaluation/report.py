@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from training.error_analysis import ERROR_KINDS, write_jsonl
 from training.errors import DataError
-from training.evaluate import MUC_MODES, write_json
+from training.evaluation.error_analysis import ERROR_KINDS, write_jsonl
+from training.evaluation.scores import MUC_MODES, format_interval, write_json
+from training.files import write_atomically
 
 
 @dataclass
@@ -230,9 +231,7 @@ def _f(value: float | None) -> str:
 
 
 def _ci(leaf: dict) -> str:
-    if leaf.get("ci_low") is None or leaf.get("ci_high") is None:
-        return "-"
-    return f"{leaf['ci_low']:.3f}&ndash;{leaf['ci_high']:.3f}"
+    return format_interval(leaf, dash="&ndash;") or "-"
 
 
 def _image(png: str | None, alt: str, missing: str) -> str:
@@ -440,8 +439,6 @@ def write_report(
     title: str = "Evaluation report",
 ) -> Path:
     """Write ``index.html``, ``errors.jsonl`` and (given the payload) ``scores.json``; each atomically."""
-    from training.files import write_atomically
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     page = render_html(models, comparison, title)

@@ -29,14 +29,14 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from training.config import LabelStudioSource
+from training.config import API_KEY_ENV, SNAPSHOT_DIR, URL_ENV, DataConfig, LabelStudioSource
+from training.data.export import task_text
 from training.errors import LabelStudioError
-from training.labelstudio_predictions import LabelingNames, labeling_names, predict_texts, task_text
+from training.files import write_atomically
+from training.labelstudio import server
+from training.labelstudio.predictions import LabelingNames, labeling_names, predict_texts
 from training.schema import labeling_config_xml
 
-API_KEY_ENV = "LABEL_STUDIO_API_KEY"
-URL_ENV = "LABEL_STUDIO_URL"
-DEFAULT_SNAPSHOT_DIR = Path("data/snapshots")
 SNAPSHOT_EXPORT = "export.json"
 SNAPSHOT_MANIFEST = "manifest.json"
 PAGE_SIZE = 100
@@ -92,11 +92,9 @@ class RetryPolicy:
 
 def resolve_url(url: str | None = None) -> str:
     """The server URL: the argument, else ``$LABEL_STUDIO_URL``, else the local server if running."""
-    from training import labelstudio_server
-
     url = url or os.environ.get(URL_ENV)
     if not url:
-        local = labelstudio_server.status()
+        local = server.status()
         if local is None:
             raise LabelStudioError(
                 f"no Label Studio URL: pass --url, set {URL_ENV}, or start the local server"
@@ -108,14 +106,12 @@ def resolve_url(url: str | None = None) -> str:
 
 def resolve_api_key(url: str, api_key_env: str = API_KEY_ENV) -> str:
     """The API key from ``$api_key_env``; for the local server, its own token when that is unset."""
-    from training import labelstudio_server
-
     key = os.environ.get(api_key_env, "").strip()
     if key:
         return key
-    local = labelstudio_server.status()
+    local = server.status()
     if local is not None and local.url == url.rstrip("/"):
-        credentials = labelstudio_server.local_credentials(Path(local.data_dir))
+        credentials = server.local_credentials(Path(local.data_dir))
         if credentials is not None:
             return credentials.token
     raise LabelStudioError(
@@ -210,6 +206,27 @@ def _query(items: list[dict], conjunction: str, ordering: str = "tasks:id") -> s
     return json.dumps({"filters": {"conjunction": conjunction, "items": items}, "ordering": [ordering]})
 
 
+def iter_pages(
+    connection: LabelStudioConnection, what: str, fetch: Callable[[int], Any], page_size: int = PAGE_SIZE
+) -> Iterator[list[Any]]:
+    """The items of a paged list, one page at a time: ``fetch(page)`` asks for page ``page`` (from 1).
+
+    Past the last page the server answers 404 (the SDK's pager says has_next even on a short
+    last page): that, or a short page, ends the list.
+    """
+    page = 1
+    while True:
+        result = connection.call(f"{what} (page {page})", lambda page=page: fetch(page), missing_ok=page > 1)
+        if result is None:
+            return
+        items = list(result.items or [])
+        if items:
+            yield items
+        if len(items) < page_size:
+            return
+        page += 1
+
+
 def iter_task_pages(
     connection: LabelStudioConnection,
     project: int,
@@ -218,25 +235,16 @@ def iter_task_pages(
     page_size: int = PAGE_SIZE,
 ) -> Iterator[list[dict]]:
     """The project's tasks, one page (a list of task dicts) at a time: bounded memory."""
-    page = 1
-    while True:
-        # Past the last page the server answers 404 (the SDK's pager says has_next even on a
-        # short last page).
-        result = connection.call(
-            f"list tasks of project {project} (page {page})",
-            lambda page=page: connection.sdk.tasks.list(
-                project=project, page=page, page_size=page_size, query=query, fields=fields
-            ),
-            missing_ok=page > 1,
-        )
-        if result is None:
-            return
-        items = [_as_dict(item) for item in result.items or []]
-        if items:
-            yield items
-        if len(items) < page_size:
-            return
-        page += 1
+    pages = iter_pages(
+        connection,
+        f"list tasks of project {project}",
+        lambda page: connection.sdk.tasks.list(
+            project=project, page=page, page_size=page_size, query=query, fields=fields
+        ),
+        page_size,
+    )
+    for items in pages:
+        yield [_as_dict(item) for item in items]
 
 
 def get_project(connection: LabelStudioConnection, project: int) -> Any:
@@ -290,18 +298,12 @@ def push_project(
 
 def _projects_titled(connection: LabelStudioConnection, title: str) -> list[Any]:
     """Projects whose title is exactly ``title`` (the server's filter matches substrings)."""
-    found, page = [], 1
-    while True:
-        result = connection.call(
-            "list projects",
-            lambda page=page: connection.sdk.projects.list(title=title, page=page, page_size=PAGE_SIZE),
-            missing_ok=page > 1,
-        )
-        items = (result.items or []) if result is not None else []
-        found += [project for project in items if project.title == title]
-        if len(items) < PAGE_SIZE:
-            return found
-        page += 1
+    pages = iter_pages(
+        connection,
+        "list projects",
+        lambda page: connection.sdk.projects.list(title=title, page=page, page_size=PAGE_SIZE),
+    )
+    return [project for items in pages for project in items if project.title == title]
 
 
 def existing_doc_ids(connection: LabelStudioConnection, project: int) -> set[str]:
@@ -481,7 +483,8 @@ def push_predictions(
                 todo.append(task)
         if not todo:
             continue
-        predictions = predict_texts(tagger, [task_text(t, names) for t in todo], names, version)
+        texts = [task_text(t, names.text_field, allow_blank=True) for t in todo]
+        predictions = predict_texts(tagger, texts, names, version)
         _import_predictions(connection, project, version, todo, predictions)
         report.predicted += len(todo)
         report.scores += [p["score"] for p in predictions]
@@ -623,8 +626,6 @@ def write_snapshot(tasks: Iterable[dict], directory: Path, manifest: dict) -> Sn
     The export is written task by task (bounded memory) into a temporary directory that only
     replaces ``directory`` once complete: a failure leaves nothing behind.
     """
-    from training.files import write_atomically
-
     final: dict = {}
 
     def write(target: Path) -> None:
@@ -658,7 +659,7 @@ def pull(
     project: int,
     out: Path | None = None,
     since: str | datetime | None = None,
-    snapshot_dir: Path = DEFAULT_SNAPSHOT_DIR,
+    snapshot_dir: Path = SNAPSHOT_DIR,
 ) -> Snapshot:
     """Export the project's annotated tasks into a snapshot directory (default under ``snapshot_dir``).
 
@@ -699,6 +700,20 @@ def pull_source(source: LabelStudioSource) -> Snapshot:
             return Snapshot(directory, manifest, reused=True)
         break  # only the latest earlier snapshot counts: anything older is history
     return fresh
+
+
+def resolve_source(data: DataConfig) -> DataConfig:
+    """``data`` with a file source: a ``data.label_studio`` project is pulled into a snapshot first.
+
+    The returned section names the snapshot's export (and no server), so the config saved with
+    a model rebuilds exactly the data it was trained on. ``train`` and the CLI call this before
+    building a dataset (``training.data`` reads files only).
+    """
+    if data.label_studio is None:
+        return data
+    snapshot = pull_source(data.label_studio)
+    print(f"pulled {summary(snapshot)}")
+    return data.model_copy(update={"source": snapshot.export_path, "label_studio": None})
 
 
 def summary(snapshot: Snapshot) -> str:

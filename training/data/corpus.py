@@ -23,10 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.data.checks import span_problems
 from training.errors import DataError
 from training.schema import ALL_SPLITS, FROM_NAME, LABEL_NAMES, TEXT_FIELD, TO_NAME
 from training.text import Span
-from training.validation import span_problems
 
 MARKUP = re.compile(r"\[([^\[\]\n]+)\]\(([A-Z_]+)\)")
 FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)

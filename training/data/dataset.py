@@ -22,14 +22,14 @@ from datasets import (
     List,
     Value,
     concatenate_datasets,
-    load_from_disk,
 )
 from datasets import Sequence as HFSequence
 
-from training.config import AugmentConfig, Config, DataConfig
-from training.errors import DataError
+from training.config import AugmentConfig, DataConfig
+from training.data.augment import Augmenter
+from training.data.export import ConversionReport, Document, convert_tasks, iter_export
+from training.errors import ConfigError, DataError
 from training.files import write_atomically
-from training.labelstudio import ConversionReport, Document, convert_tasks, iter_export
 from training.schema import BIO_TAGS, HELD_OUT_SPLITS, LABEL2ID, SPLITS
 from training.text import Span, spans_to_tags, tokenize_words, widen_to_abbreviations
 
@@ -77,8 +77,6 @@ def assign_splits(documents: Sequence[Document], options: DataConfig) -> dict[st
 
 def augment_documents(documents: Sequence[Document], options: AugmentConfig) -> list[Document]:
     """Training documents with their augmented copies (ids ``<id>#aug<n>``), seeded."""
-    from training.augment import Augmenter
-
     augmenter = Augmenter(options)
     out = []
     for document in documents:
@@ -175,42 +173,24 @@ def load_documents(options: DataConfig) -> tuple[list[Document], ConversionRepor
     return convert_tasks(iter_export(options.source), options)
 
 
-def resolve_source(config: Config) -> Config:
-    """``config`` with a file source: a ``data.label_studio`` project is pulled into a snapshot first.
-
-    The returned config names the snapshot's export (and no server), so the config saved with
-    a model rebuilds exactly the data it was trained on.
-    """
-    if config.data.label_studio is None:
-        return config
-    from training.labelstudio_client import pull_source, summary
-
-    snapshot = pull_source(config.data.label_studio)
-    print(f"pulled {summary(snapshot)}")
-    data = config.data.model_copy(update={"source": snapshot.export_path, "label_studio": None})
-    return config.model_copy(update={"data": data})
-
-
-def build_from_config(config: Config, save: bool = True) -> tuple[DatasetDict, ConversionReport]:
+def build_from_config(data: DataConfig, save: bool = True) -> tuple[DatasetDict, ConversionReport]:
     """``python -m training dataset``: export -> DatasetDict (saved under ``data.dataset_dir``).
 
-    A Label Studio source (``data.label_studio``) is pulled first (``resolve_source``).
+    The source is a file: a Label Studio project (``data.label_studio``) is pulled into a
+    snapshot first, by ``training.labelstudio.client.resolve_source``.
     """
-    config = resolve_source(config)
-    documents, report = load_documents(config.data)
+    if data.label_studio is not None:
+        raise ConfigError(
+            "data.label_studio: pull the project first (training.labelstudio.client.resolve_source)"
+            " and build from the snapshot it names"
+        )
+    documents, report = load_documents(data)
     if not documents:
-        raise DataError(f"{config.data.source}: no task has a usable annotation")
-    dataset = build_dataset(documents, config.data, report)
+        raise DataError(f"{data.source}: no task has a usable annotation")
+    dataset = build_dataset(documents, data, report)
     if save:
-        save_dataset(dataset, report, config.data.dataset_dir)
+        save_dataset(dataset, report, data.dataset_dir)
     return dataset, report
-
-
-def load_dataset_dir(directory: Path) -> DatasetDict:
-    """A DatasetDict saved by ``save_dataset``."""
-    if not Path(directory).is_dir():
-        raise DataError(f"{directory}: no saved dataset (run python -m training dataset CONFIG)")
-    return load_from_disk(str(directory))
 
 
 def label_counts(dataset: DatasetDict) -> dict[str, Counter]:

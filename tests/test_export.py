@@ -4,9 +4,9 @@ import pytest
 from conftest import make_task
 
 from training.config import DataConfig
+from training.data.export import convert_tasks, read_export
 from training.errors import DataError
-from training.labelstudio import convert_tasks, python_index, read_export
-from training.text import Span
+from training.text import Span, python_index
 
 TEXT = "Seoul and Kuala Lumpur signed an arms deal."
 #       0    5    10        20        30   35
@@ -184,7 +184,7 @@ def test_read_export_round_trip(tmp_path):
 
 
 def test_iter_export_streams_tasks_before_a_later_error(tmp_path):
-    from training.labelstudio import iter_export
+    from training.data.export import iter_export
 
     path = tmp_path / "export.json"
     good = json.dumps(make_task(1, TEXT, [(0, 5, "GPE")]))
@@ -196,7 +196,7 @@ def test_iter_export_streams_tasks_before_a_later_error(tmp_path):
 
 
 def test_iter_export_keeps_numbers_as_python_numbers(tmp_path):
-    from training.labelstudio import iter_export
+    from training.data.export import iter_export
 
     task = make_task(7, TEXT, [(0, 5, "GPE")])
     task["meta"] = {"score": 0.25}

@@ -10,17 +10,16 @@ gold sequence, never against a truncated copy. The scores (the ``--json`` format
   ``partial`` overlap, ``type`` match), correct/incorrect/partial/missed/spurious counts with
   P/R/F1, overall and per label;
 - ``invalid_i_starts``: predicted I- tags that continue no entity (IOB2 violations);
-- ``confusion`` and ``errors``: type confusions and error kinds (``training.error_analysis``).
+- ``confusion`` and ``errors``: type confusions and error kinds (``error_analysis``).
 
 Every F1 has a 95% bootstrap interval over documents beside it (``ci_low``/``ci_high``): match
-counts are computed once per document and resampled with numpy (``training.bootstrap``).
+counts are computed once per document and resampled with numpy (``bootstrap``).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,7 +30,7 @@ from seqeval.metrics import classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 from seqeval.scheme import IOB2, Entities
 
-from training.bootstrap import (
+from training.evaluation.bootstrap import (
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
     Resampling,
@@ -40,50 +39,21 @@ from training.bootstrap import (
     resample_documents,
     settings,
 )
-from training.error_analysis import (
+from training.evaluation.error_analysis import (
     SpanError,
     classify_errors,
     confusion_matrix,
     error_counts,
     error_record,
 )
-from training.label_map import check_labels, entity_labels, rename, rename_tags
-from training.schema import LABEL_NAMES, OUTSIDE
+from training.evaluation.label_map import check_labels, entity_labels, rename, rename_tags
+from training.files import write_atomically
+from training.schema import BIO_TAGS, LABEL_NAMES, OUTSIDE
 from training.text import Span, line_starts, tags_to_spans
 
 PRF_SCHEMES = ("strict", "default", "spans")
 MUC_MODES = ("strict", "exact", "partial", "type")
 MUC_FIELDS = ("correct", "incorrect", "partial", "missed", "spurious")
-
-
-@dataclass
-class PRF:
-    """True positives, false positives and false negatives, with their ratios."""
-
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-
-    @property
-    def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-    def as_dict(self) -> dict:
-        return {
-            "precision": self.precision,
-            "recall": self.recall,
-            "f1": self.f1,
-            "support": self.tp + self.fn,
-        }
 
 
 def _leaf(row: dict) -> dict:
@@ -446,10 +416,8 @@ def run_evaluation(
 ) -> Evaluation:
     """Predict dataset rows (``id``, ``text``, ``tokens``, ``token_spans``, ``ner_tags``, ``entities``).
 
-    The model's labels must match ``data_labels`` after ``label_map`` (``training.label_map``).
+    The model's labels must match ``data_labels`` after ``label_map`` (``label_map``).
     """
-    from training.schema import BIO_TAGS
-
     label_map = label_map or {}
     check_labels(entity_labels(tagger.labels), data_labels, label_map, model_name)
     predictions = tagger.predict_words(
@@ -531,10 +499,19 @@ def compare(
 # --- text output ---------------------------------------------------------------------------
 
 
-def _interval_text(leaf: dict) -> str:
+def format_interval(leaf: dict, digits: int = 3, dash: str = "-") -> str | None:
+    """``low-high`` of a score's 95% bootstrap interval; None when it has none.
+
+    The one interval formatter: text reports, the HTML report (``dash="&ndash;"``) and the model
+    card (two digits) all use it.
+    """
     if leaf.get("ci_low") is None or leaf.get("ci_high") is None:
-        return "-"
-    return f"{leaf['ci_low']:.3f}-{leaf['ci_high']:.3f}"
+        return None
+    return f"{leaf['ci_low']:.{digits}f}{dash}{leaf['ci_high']:.{digits}f}"
+
+
+def _interval_text(leaf: dict) -> str:
+    return format_interval(leaf) or "-"
 
 
 def format_scores(scores: dict, title: str = "") -> str:
@@ -631,12 +608,5 @@ def worst_labels(scores: dict, n: int = 3) -> list[tuple[str, float]]:
 
 def write_json(path: str | Path, payload: dict) -> None:
     """Write ``payload`` as indented JSON, atomically."""
-    from training.files import write_atomically
-
     text = json.dumps(payload, indent=1) + "\n"
     write_atomically(Path(path), lambda target: target.write_text(text, encoding="utf-8"))
-
-
-def label_support(rows: Sequence[dict]) -> Counter:
-    """Gold entities per label in dataset rows."""
-    return Counter(e["label"] for row in rows for e in row["entities"])

@@ -5,7 +5,7 @@
 
 The first load exports the model with ``torch.onnx`` (dynamic batch and sequence axes), fuses
 attention and GELU with ONNX Runtime's transformer optimizer where it knows the architecture,
-checks the graph against PyTorch, and, for ``int8``, quantizes it (``training.quantization``:
+checks the graph against PyTorch, and, for ``int8``, quantizes it (``training.inference.quantization``:
 dynamic int8 with SmoothQuant scales from the model's calibrated activation ranges). The files
 go to ``<model_dir>/onnx/`` with a fingerprint of the weights, config and activation ranges
 they came from: a retrained or replaced model is exported again instead of silently serving
@@ -18,15 +18,14 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from training.errors import ModelError
-from training.files import apply_umask, sha256_of_files
-from training.quantization import ACTIVATION_RANGES_FILE, quantize_int8
+from training.files import sha256_of_files, write_atomically
+from training.inference.quantization import ACTIVATION_RANGES_FILE, quantize_int8
 
 CACHE_DIR_NAME = "onnx"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -52,18 +51,6 @@ def model_fingerprint(model_dir: Path) -> dict:
 def cache_paths(cache_dir: Path) -> dict[str | None, Path]:
     """The graph file of each quantization (None: fp32)."""
     return {None: cache_dir / "model.onnx", "int8": cache_dir / "model.int8.onnx"}
-
-
-def _replace_atomically(target: Path, write) -> None:
-    """``write(tmp)`` then move it onto ``target``: readers never see a half-written graph."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        apply_umask([tmp])  # mkstemp creates files readable by their owner only
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def export_fp32(model_dir: Path, target: Path) -> str:
@@ -246,14 +233,14 @@ def prepare(model_dir: str | Path, quantize: str | None = None, cache_dir: str |
         for path in paths.values():
             path.unlink(missing_ok=True)
     if not paths[None].is_file():
-        _replace_atomically(paths[None], lambda tmp: export_fp32(model_dir, tmp))
+        write_atomically(paths[None], lambda tmp: export_fp32(model_dir, tmp))
     if quantize is not None and not paths[quantize].is_file():
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(model_dir)
-        _replace_atomically(paths[quantize], lambda tmp: quantize_int8(paths[None], tmp, model_dir, config))
+        write_atomically(paths[quantize], lambda tmp: quantize_int8(paths[None], tmp, model_dir, config))
     if not current:
-        _replace_atomically(stamp, lambda tmp: tmp.write_text(json.dumps(fingerprint, indent=1) + "\n"))
+        write_atomically(stamp, lambda tmp: tmp.write_text(json.dumps(fingerprint, indent=1) + "\n"))
     return paths[quantize]
 
 

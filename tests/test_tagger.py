@@ -1,4 +1,4 @@
-from training.inference import Tagger
+from training.inference.tagger import Tagger
 
 LONG = " ".join(
     f"KUALA LUMPUR: Defence Minister Ahmad{i} said Malaysia's US$1.{i} billion deal with Hanwha’s unit "

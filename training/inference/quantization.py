@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import ModelError
+from training.files import write_atomically
 
 ACTIVATION_RANGES_FILE = "activation_ranges.json"
 RANGES_FORMAT = 1
@@ -100,8 +101,6 @@ def calibrate(model, input_ids: Sequence[Sequence[int]], pad_token_id: int, mode
 
 def save_activation_ranges(ranges: dict[str, np.ndarray], path: Path, windows: int) -> None:
     """Write the ranges as JSON: one list of per-channel maxima per linear layer."""
-    from training.files import write_atomically
-
     payload = {
         "format": RANGES_FORMAT,
         "description": "per-input-channel absolute maxima of each linear layer's input (int8 smoothing)",

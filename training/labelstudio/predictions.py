@@ -11,15 +11,19 @@ drawn shifted after every emoji (tests/test_browser.py shows both in a real brow
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from label_studio_sdk.label_interface import LabelInterface
 
 from training.errors import LabelStudioError, ModelError
 from training.files import sha256_of_files
-from training.inference import Entity, Tagger
 from training.schema import FROM_NAME, TEXT_FIELD, TO_NAME
+
+if TYPE_CHECKING:  # type hints only: this module works on any tagger's output, without torch
+    from training.inference.tagger import Entity, Tagger
 
 
 @dataclass(frozen=True)
@@ -32,23 +36,25 @@ class LabelingNames:
 
 
 def labeling_names(label_config: str | None) -> LabelingNames:
-    """The names a project's labeling config uses (the schema's defaults when there is none)."""
+    """The names a project's labeling config uses (the schema's defaults when there is none).
+
+    Read with the SDK's ``LabelInterface``: the first ``<Labels>`` whose ``toName`` is a
+    ``<Text>`` (or ``<HyperText>``) reading a ``$field`` of the task data.
+    """
     if not label_config:
         return LabelingNames()
     try:
-        root = ElementTree.fromstring(label_config)
-    except ElementTree.ParseError as exc:
+        interface = LabelInterface(label_config)
+    except Exception as exc:  # the SDK raises its own XML syntax errors (lxml's, rewrapped)
         raise LabelStudioError(f"the project's labeling config is not valid XML: {exc}") from None
-    texts = {
-        element.get("name"): element.get("value", "")
-        for element in root.iter()
-        if element.tag in ("Text", "HyperText")
-    }
-    for element in root.iter("Labels"):
-        to_name = element.get("toName")
-        value = texts.get(to_name)
-        if element.get("name") and value and value.startswith("$"):
-            return LabelingNames(element.get("name"), to_name, value[1:])
+    objects = {tag.name: tag for tag in interface.objects}
+    for control in interface.controls:
+        if control.tag != "Labels":
+            continue
+        for to_name in control.to_name or []:
+            target = objects.get(to_name)
+            if target is not None and target.tag in ("Text", "HyperText") and target.value_is_variable:
+                return LabelingNames(control.name, to_name, target.value_name)
     raise LabelStudioError(
         "the project's labeling config has no <Labels> over a <Text>; create the project with"
         " `python -m training push project` (its config comes from training.schema)"
@@ -91,13 +97,3 @@ def predict_texts(tagger: Tagger, texts: Sequence[str], names: LabelingNames, ve
         for text, (entities, confidence) in zip(texts, tagger.tag_with_confidence(list(texts)))
     ]
 
-
-def task_text(task: dict, names: LabelingNames) -> str:
-    """The text a task holds in the labeling config's data field; a clear error when it has none."""
-    data = task.get("data") if isinstance(task.get("data"), dict) else {}
-    text = data.get(names.text_field)
-    if not isinstance(text, str):
-        raise LabelStudioError(
-            f"task {task.get('id')}: data has no string {names.text_field!r} field (fields: {sorted(data)})"
-        )
-    return text

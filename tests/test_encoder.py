@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from training import modeling
 from training.errors import ModelError
-from training.modeling import build_model
+from training.modeling import encoder as modeling
+from training.modeling.encoder import build_model
 from training.schema import BIO_TAGS
 
 

@@ -172,7 +172,7 @@ def validate_documents(
 ) -> DataSummary:
     """Span hygiene, duplicates, near-duplicates across splits and label consistency.
 
-    ``documents`` are ``training.labelstudio.Document`` objects (id, text, spans, split).
+    ``documents`` are ``training.data.export.Document`` objects (id, text, spans, split).
     """
     problems: list[str] = []
     for doc in documents:
