@@ -38,7 +38,7 @@ def test_attention_dropout_on_an_encoder_without_one_is_an_error(tiny_encoder_di
 
 
 def test_loading_says_nothing_when_all_is_as_expected(tiny_encoder_dir, tiny_model_dir, capfd, caplog):
-    from training.modeling import build_model, load_trained
+    from training.modeling.encoder import build_model, load_trained
     from training.schema import BIO_TAGS
 
     build_model(str(tiny_encoder_dir), BIO_TAGS)  # a new head: expected, not reported

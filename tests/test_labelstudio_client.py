@@ -93,8 +93,8 @@ def test_corpus_round_trip_gives_the_same_dataset_as_the_file(label_studio, tmp_
     }
 
     # Nothing changed on the server: the next dataset/train reuses the snapshot it has.
-    again = resolve_source(config)
-    assert again.data.source == resolved.data.source
+    again = resolve_source(config.data)
+    assert again.source == resolved.data.source
     assert [p.name for p in tmp_path.iterdir()] == [snapshot_dir.name]
 
 

@@ -69,7 +69,9 @@ def test_metrics_have_validation_and_test_in_the_evaluation_format(tiny_run):
     assert "strict micro F1" in card and "sha256" in card and "Tagger.load" in card
     test_micro = metrics["test"]["strict"]["micro"]
     assert f"95% CI {test_micro['ci_low']:.2f}-{test_micro['ci_high']:.2f}" in card
-    assert "Known weaknesses (lowest F1 on test): " + worst_labels(metrics["test"])[0][0] in card
+    assert "Known weaknesses (lowest F1 on test, labels the test documents contain): " + worst_labels(
+        metrics["test"]
+    )[0][0] in card
 
 
 def test_loads_with_plain_transformers(tiny_run):
