@@ -85,15 +85,16 @@ def test_train_evaluate_reload_predict(tmp_path, monkeypatch):
     assert 0.0 < float(np.abs(ours - theirs).mean()) < 0.005, "quantized, and close"
 
 
-def test_plain_pipeline_finds_nearly_what_the_tagger_finds(tmp_path, monkeypatch):
-    """A saved model through plain ``transformers`` scores close to ``Tagger`` (greedy).
+def test_plain_pipeline_finds_what_the_tagger_finds(tmp_path, monkeypatch):
+    """A saved model through plain ``transformers`` scores within 1 F1 point of ``Tagger``
+    decoding the same way (greedy: the pipeline has no Viterbi).
 
     The uncased encoder reads a case marker ("^") before capitalised words; the pipeline
     treats it as a word of its own and takes the next subword's tag for the rest of the word,
-    so the model must tag every subword (``model.label_all_subwords``, on by default). Before
-    that, the pipeline scored 0.51 exact-span F1 against the Tagger's 0.89 on the test split
-    (labels shifted by one word). Where the model tags the marker and its word differently the
-    pipeline still cuts a fragment ("I" of "Indian"): README gives the measured gap.
+    so the model must tag every subword (``model.label_all_subwords``, on by default), and
+    the saved tokenizer's ``model_max_length`` is the training window, so the pipeline's
+    windows are the ones the model knows. Before both, the pipeline scored 0.51 exact-span F1
+    against the Tagger's 0.89 on the test split (labels read one word late).
     """
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from training.config import load_config
@@ -114,13 +115,17 @@ def test_plain_pipeline_finds_nearly_what_the_tagger_finds(tmp_path, monkeypatch
         f"training.output_dir={out}",
         "model.max_length=128",
         "model.stride=32",
-        "training.epochs=12",
+        "training.epochs=8",
         "training.learning_rate=3e-4",
         "training.progress=false",
     ]
     assert main(["train", str(ROOT / "configs" / "default.yaml"), *[f"--set={o}" for o in overrides]]) == 0
     config = load_config(out / "training_config.yaml", ignore_unknown=True)
     assert config.model.label_all_subwords
+    from transformers import AutoTokenizer
+
+    # The pipeline's windows are the ones the model was trained on.
+    assert AutoTokenizer.from_pretrained(out).model_max_length == 128
 
     # Parity is about reading the model, not about generalising: score on texts it has learnt.
     seen = chosen[2:12]
@@ -131,7 +136,7 @@ def test_plain_pipeline_finds_nearly_what_the_tagger_finds(tmp_path, monkeypatch
     f1_tagger = span_scores(gold, ours)["micro"]["f1"]
     f1_pipeline = span_scores(gold, theirs)["micro"]["f1"]
     assert f1_tagger > 0.6, f1_tagger  # a model that finds entities, so parity means something
-    assert f1_tagger - f1_pipeline <= 0.05, (f1_tagger, f1_pipeline)
+    assert abs(f1_tagger - f1_pipeline) <= 0.01, (f1_tagger, f1_pipeline)
 
 
 def _span(entity):

@@ -353,6 +353,9 @@ def save_model(
     trainer.model.config.id2label = dict(ID2LABEL)
     trainer.model.config.label2id = {v: k for k, v in ID2LABEL.items()}
     trainer.save_model(str(final))
+    # A plain pipeline cuts articles into windows of the tokenizer's model_max_length: make it
+    # the window the model was trained on (the encoder's 512 would show it unseen positions).
+    tokenizer.model_max_length = config.model.max_length
     tokenizer.save_pretrained(str(final))
     calibrate(trainer.model, train_windows.input_ids, tokenizer.pad_token_id or 0, final)
     (final / "training_config.yaml").write_text(config.to_yaml())

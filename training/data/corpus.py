@@ -208,9 +208,10 @@ def build_export(articles: Sequence[Article]) -> list[dict]:
 
 
 def write_export(articles: Sequence[Article], path: Path) -> None:
-    """Write the export of ``articles`` to ``path`` (deterministic bytes)."""
-    payload = json.dumps(build_export(articles), ensure_ascii=False, indent=1) + "\n"
-    path.write_text(payload, encoding="utf-8")
+    """Write the export of ``articles`` to ``path`` (deterministic bytes, one task a line:
+    a JSON list that stays small and diffs article by article)."""
+    lines = (json.dumps(task, ensure_ascii=False) for task in build_export(articles))
+    path.write_text("[\n" + ",\n".join(lines) + "\n]\n", encoding="utf-8")
 
 
 def render_sources(articles: Sequence[Article]) -> str:
