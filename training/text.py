@@ -241,6 +241,16 @@ def viterbi(
     return best[::-1]
 
 
+def word_probabilities(rows: Sequence[np.ndarray | None], tags: Sequence[str]) -> np.ndarray:
+    """Words x tags probabilities from per-word rows; a word with no row (its characters
+    produced no subword) is ``O`` for certain."""
+    outside = np.zeros(len(tags), dtype=np.float32)
+    outside[list(tags).index(OUTSIDE)] = 1.0
+    if not rows:
+        return np.empty((0, len(tags)), dtype=np.float32)
+    return np.stack([outside if row is None else row for row in rows]).astype(np.float32, copy=False)
+
+
 def decode(
     probabilities: np.ndarray,
     tags: Sequence[str],

@@ -13,7 +13,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from datasets import Dataset, DatasetDict
@@ -40,7 +39,7 @@ from training.modeling.encoder import build_model, load_tokenizer, resolve_model
 from training.modeling.hardware import bf16_supported
 from training.modeling.windows import Windows, encode_documents, owned_predictions
 from training.schema import BIO_TAGS, HELD_OUT_SPLITS, ID2LABEL
-from training.text import BioConstraints, decode, line_starts
+from training.text import BioConstraints, decode, line_starts, word_probabilities
 
 
 @dataclass
@@ -124,7 +123,6 @@ def document_metrics_fn(windows, gold_rows, decoding: str = "viterbi"):
     gold = [[BIO_TAGS[i] for i in row["ner_tags"]] for row in gold_rows]
     breaks = [line_starts(row["text"], row["token_spans"]) for row in gold_rows]
     constraints = BioConstraints(BIO_TAGS)
-    outside = np.eye(len(BIO_TAGS), dtype=np.float32)[0]
 
     def compute(prediction) -> dict:
         # Distributed evaluation pads uneven shards with repeats; they must be dropped again.
@@ -133,9 +131,8 @@ def document_metrics_fn(windows, gold_rows, decoding: str = "viterbi"):
         per_doc = owned_predictions(windows, prediction.predictions, [len(g) for g in gold])
         predicted = []
         for rows, row, line_start in zip(per_doc, gold_rows, breaks):
-            probabilities = np.stack([outside if p is None else p for p in rows]).astype(np.float32)
             tagged = decode(
-                probabilities,
+                word_probabilities(rows, BIO_TAGS),
                 BIO_TAGS,
                 decoding=decoding,
                 words=row["tokens"],

@@ -27,7 +27,15 @@ from training.errors import ModelError
 from training.modeling.encoder import load_trained
 from training.modeling.hardware import fast_bf16
 from training.modeling.windows import Windows, encode_documents, owned_predictions
-from training.text import DECODINGS, BioConstraints, decode, line_starts, tags_to_word_ranges, tokenize_words
+from training.text import (
+    DECODINGS,
+    BioConstraints,
+    decode,
+    line_starts,
+    tags_to_word_ranges,
+    tokenize_words,
+    word_probabilities,
+)
 
 # The constructor's defaults: ``training.config.ModelConfig``'s (``load`` reads a model's own).
 DEFAULT_MAX_LENGTH = 256
@@ -201,17 +209,12 @@ class Tagger:
         if not words:
             return []
         windows = self.encode(words)
-        outside = np.zeros(len(self.id2label), dtype=np.float32)
-        outside[self.labels.index("O")] = 1.0
         per_word = owned_predictions(windows, self.window_probabilities(windows), [len(w) for w in words])
         results = []
         for n, (doc_words, rows) in enumerate(zip(words, per_word)):
-            # A word that produced no subword (characters the tokenizer deletes) is O.
-            rows = [outside if row is None else row for row in rows]
-            probabilities = np.stack(rows) if rows else np.empty((0, len(outside)), dtype=np.float32)
             results.append(
                 decode(
-                    probabilities,
+                    word_probabilities(rows, self.labels),
                     self.labels,
                     decoding=self.decoding,
                     words=doc_words,
