@@ -119,13 +119,18 @@ def spans_to_tags(
     return tags, misaligned
 
 
-def widen_to_abbreviations(text: str, spans: Sequence[Span]) -> tuple[list[Span], list[tuple[Span, Span]]]:
+def widen_to_abbreviations(
+    text: str, spans: Sequence[Span], word_spans: Sequence[Sequence[int]] | None = None
+) -> tuple[list[Span], list[tuple[Span, Span]]]:
     """Spans that stop just before an abbreviation's full stop ("U.S" of "U.S.") include it.
 
     Exports annotated before abbreviations became whole words may leave the stop out; such a
-    span would otherwise end inside a word. Returns the spans and the ``(old, new)`` changes.
+    span would otherwise end inside a word. ``word_spans``: the text's words, when the caller
+    has split it already. Returns the spans and the ``(old, new)`` changes.
     """
-    ends = {end: start for start, end in (m.span() for m in WORD_PATTERN.finditer(text))}
+    if word_spans is None:
+        word_spans = tokenize_words(text)[1]
+    ends = {end for _, end in word_spans}
     out, changed = [], []
     for span in spans:
         if span.end not in ends and span.end + 1 in ends and text[span.end : span.end + 1] == ".":

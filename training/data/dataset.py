@@ -91,8 +91,8 @@ def augment_documents(documents: Sequence[Document], options: AugmentConfig) -> 
 def document_record(document: Document) -> tuple[dict, list[Span], list[tuple[Span, Span]]]:
     """The dataset row of one document, its spans that do not fall on word boundaries, and the
     spans widened to a whole abbreviation (``(old, new)``: "U.S" -> "U.S.")."""
-    spans, widened = widen_to_abbreviations(document.text, document.spans)
     words, word_spans = tokenize_words(document.text)
+    spans, widened = widen_to_abbreviations(document.text, document.spans, word_spans)
     tags, misaligned = spans_to_tags(word_spans, spans)
     row = {
         "id": document.id,
