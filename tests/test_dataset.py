@@ -79,6 +79,16 @@ def test_a_held_out_split_is_kept_apart_and_only_where_named():
     assert "realnews" not in assign_splits(_docs(10), DataConfig())
 
 
+def test_a_refit_trains_on_the_validation_documents_and_keeps_test_and_held_out_apart():
+    docs = _docs(20) + [Document(id="r", text="Oslo.", spans=[Span(0, 4, "GPE")], split="realnews")]
+    plain = assign_splits(docs, DataConfig())
+    refit = assign_splits(docs, DataConfig(split={"refit": True}))
+    ids = {name: sorted(d.id for d in split) for name, split in refit.items()}
+    assert ids["validation"] == []
+    assert ids["train"] == sorted(d.id for d in plain["train"] + plain["validation"])
+    assert ids["test"] == sorted(d.id for d in plain["test"]) and ids["realnews"] == ["r"]
+
+
 def test_build_from_config_saves_dataset_and_report(tmp_path):
     tasks = [
         make_task(i, f"Seoul signed deal number {i}.", [(0, 5, "GPE")], doc_id=f"d{i}") for i in range(10)

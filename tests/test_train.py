@@ -214,3 +214,22 @@ def test_a_small_project_builds_a_loadable_dataset_and_trains(
     assert "unreliable" in out and "unreliable" in card  # fewer than 10 scored documents
     supported = {label for label, leaf in metrics["test"]["strict"]["per_label"].items() if leaf["support"]}
     assert {label for label, _ in worst_labels(metrics["test"])} <= supported
+
+
+def test_a_refit_evaluates_nothing_while_training_and_keeps_the_last_epoch(
+    tmp_path, tiny_encoder_dir, tiny_export_path, capsys
+):
+    overrides = tiny_overrides(tiny_encoder_dir, tiny_export_path, tmp_path, training__epochs=2)
+    overrides.append("data.split.refit=true")
+    assert main(["train", "configs/tiny.yaml"] + [x for o in overrides for x in ("--set", o)]) == 0
+    out = capsys.readouterr().out
+    assert "refit: the validation documents are trained on" in out
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["splits_used"] == {"model_selection": "train", "final_scores": "test"}
+    log = json.loads((tmp_path / "model" / "training_log.json").read_text())
+    assert [entry["epoch"] for entry in log if "train_runtime" in entry] == [2.0]
+    assert not [entry for entry in log if "eval_f1" in entry]
+    with pytest.raises(Exception, match="early_stopping_patience"):
+        load_config(
+            "configs/tiny.yaml", overrides=["data.split.refit=true", "training.early_stopping_patience=2"]
+        )

@@ -47,6 +47,9 @@ class SplitConfig(_Section):
     seed: int = 13
     # A split named in the task data (data.<field>) wins over the seeded split.
     field: str = "split"
+    # A final refit once the recipe is fixed: the validation documents join the training ones,
+    # nothing selects a checkpoint and the model after the last epoch is kept.
+    refit: bool = False
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> SplitConfig:
@@ -175,6 +178,15 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _refit_selects_nothing(self) -> Config:
+        if self.data.split.refit and self.training.early_stopping_patience:
+            raise ValueError(
+                "data.split.refit keeps the last epoch (nothing is evaluated during training):"
+                " leave training.early_stopping_patience unset"
+            )
+        return self
 
     def to_yaml(self) -> str:
         """The resolved configuration, as saved next to every output."""

@@ -149,19 +149,21 @@ def document_metrics_fn(windows, gold_rows, decoding: str = "viterbi"):
 def evaluation_plan(dataset) -> tuple[str, str]:
     """Which split selects the best checkpoint and which gives the final scores.
 
-    Small projects may have no validation or test documents: model selection then falls back
-    to the training documents and the final scores to the selection split (``plan_notes``
-    says so, and the scores are not held-out).
+    Small projects (and a refit, ``data.split.refit``) have no validation documents: model
+    selection then falls back to the training documents, and without test documents the final
+    scores come from the selection split (``plan_notes`` says so; those scores are not held-out).
     """
     selection = "validation" if "validation" in dataset else "train"
     return selection, "test" if "test" in dataset else selection
 
 
-def plan_notes(dataset, selection: str, final_split: str) -> list[str]:
+def plan_notes(dataset, selection: str, final_split: str, refit: bool = False) -> list[str]:
     """What ``train`` tells the user about the splits it uses."""
     sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.items())
     notes = [f"documents per split: {sizes}"]
-    if selection != "validation":
+    if refit:
+        notes.append("refit: the validation documents are trained on; the last epoch is kept")
+    elif selection != "validation":
         notes.append("no validation documents: the best checkpoint is chosen on the training documents")
     if final_split != "test":
         notes.append(f"no test documents: final scores come from the {final_split} split (not held-out)")
@@ -175,7 +177,7 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     model_path = resolve_model(config.model.name)
     check_output_writable(output_dir, model_path)
     work_dir = work_dir_for(output_dir)
-    args = training_arguments(config.training, work_dir)
+    args = training_arguments(config.training, work_dir, select_best=not config.data.split.refit)
     is_main = args.process_index == 0
     # The tokenizer loads in seconds and proves the model resolves: before any data work.
     tokenizer = load_tokenizer(model_path, config.model.case_markers)
@@ -215,9 +217,10 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     return TrainResult(output_dir=output_dir, metrics=metrics)
 
 
-def training_arguments(t: TrainingConfig, work_dir: Path) -> TrainingArguments:
+def training_arguments(t: TrainingConfig, work_dir: Path, select_best: bool = True) -> TrainingArguments:
     """The Trainer's arguments; seeds everything. Under torchrun they join the process group
-    (gloo on CPU, NCCL on GPU), so they come before any data work."""
+    (gloo on CPU, NCCL on GPU), so they come before any data work. Without ``select_best`` (a
+    refit) nothing is evaluated during training and the last epoch is kept."""
     set_seed(t.seed)
     cuda = torch.cuda.is_available()
     return TrainingArguments(
@@ -239,10 +242,10 @@ def training_arguments(t: TrainingConfig, work_dir: Path) -> TrainingArguments:
         ddp_backend=("nccl" if cuda else "gloo") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         # Per-rank mean loss, gradients averaged by DDP: losses read the same at any world size.
         average_tokens_across_devices=False,
-        eval_strategy="epoch",
+        eval_strategy="epoch" if select_best else "no",
         save_strategy="epoch",
         save_total_limit=2,
-        load_best_model_at_end=True,
+        load_best_model_at_end=select_best,
         metric_for_best_model="f1",
         greater_is_better=True,
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
@@ -266,7 +269,7 @@ def prepare_data(data: DataConfig, is_main: bool) -> tuple[DataConfig, DatasetDi
     dataset, report = build_from_config(data, save=is_main)
     if is_main:
         print(report.summary())
-        for line in plan_notes(dataset, *evaluation_plan(dataset)):
+        for line in plan_notes(dataset, *evaluation_plan(dataset), refit=data.split.refit):
             print(line)
     return data, dataset
 

@@ -53,7 +53,8 @@ def assign_splits(documents: Sequence[Document], options: DataConfig) -> dict[st
 
     Small projects still get a validation and a test document when there are three or more
     unnamed documents (taken from the training share). Held-out splits (``realnews``) come
-    only from documents that name them.
+    only from documents that name them. ``split.refit`` moves the validation documents into
+    training.
     """
     named = {name: [d for d in documents if d.split == name] for name in SPLITS}
     for name in HELD_OUT_SPLITS:
@@ -72,6 +73,9 @@ def assign_splits(documents: Sequence[Document], options: DataConfig) -> dict[st
     named["train"] += rest[:n_train]
     named["validation"] += rest[n_train : n_train + n_validation]
     named["test"] += rest[n_train + n_validation :]
+    if options.split.refit:
+        named["train"] += named["validation"]
+        named["validation"] = []
     return named
 
 
