@@ -20,9 +20,10 @@ with the weights cast to bf16 (``pipeline-bf16w``, what an informed user would t
 Candidates: ``Tagger`` on the bucket's list of documents, one variant per method (see
 ``METHODS``): PyTorch fp32 / bf16 autocast / bf16 weights, windows sized to the document
 (``-sized``: one window up to 512 tokens), batch sizes (``-bN``), ONNX Runtime fp32 / int8,
-OpenVINO on the exported ONNX graph (where ``openvino`` is installed), and ``auto`` (what
-``Tagger.load(backend="auto")`` picks on this host). Every method runs once per round,
-interleaved, and the median round is reported (these machines are shared and noisy).
+OpenVINO on the exported ONNX graph (where ``openvino`` is installed), and ``auto``
+(``Tagger.load(backend="auto")``: what it picks on this host, windows sized to documents).
+Every method runs once per round, interleaved, and the median round is reported (these
+machines are shared and noisy).
 
 Accuracy: exact character-span F1 of each method against the gold spans and against the
 PyTorch fp32 Tagger's own spans (agreement), per bucket; a candidate must stay within 0.5
@@ -53,6 +54,7 @@ from training.modeling.hardware import (  # noqa: E402
     RELEVANT_CPU_FLAGS,
     choose_inference,
     cpu_flags,
+    cpu_has_fast_bf16,
     cpu_model,
 )
 from training.text import Span  # noqa: E402
@@ -76,6 +78,7 @@ METHODS = {
     "onnx-int8-b8": {"backend": "onnx", "quantize": "int8", "batch_size": 8},
     "openvino-fp32": {"openvino": None},
     "openvino-int8": {"openvino": "int8"},
+    "auto": {"backend": "auto"},  # what Tagger.load(backend="auto") picks on this host
 }
 DEFAULT_METHODS = (
     "pipeline,pipeline-bf16w,tagger-fp32,tagger-fp32-sized,tagger-bf16,tagger-bf16w,"
@@ -171,8 +174,9 @@ def join(rows: list[dict]) -> dict:
     return {"text": text, "entities": entities}
 
 
-def build_buckets(rows: list[dict], tokenizer, per_bucket: int) -> dict[str, list[dict]]:
-    """Up to ``per_bucket`` labelled documents per length bucket, built from ``rows``."""
+def build_buckets(rows: list[dict], tokenizer, per_bucket: int, max_tokens: int) -> dict[str, list[dict]]:
+    """Up to ``per_bucket`` labelled documents (and about ``max_tokens``, at least one document)
+    per length bucket, built from ``rows``."""
     lengths = [token_count(tokenizer, row["text"]) for row in rows]
     buckets: dict[str, list[dict]] = {name: [] for name in BUCKETS}
     for row in rows:
@@ -191,7 +195,15 @@ def build_buckets(rows: list[dict], tokenizer, per_bucket: int) -> dict[str, lis
             joined.append(join(current))
             current = []
     buckets[">2000"] = joined
-    return {name: docs[:per_bucket] for name, docs in buckets.items()}
+    capped = {}
+    for name, docs in buckets.items():
+        capped[name], total = [], 0
+        for doc in docs[:per_bucket]:
+            if capped[name] and total + token_count(tokenizer, doc["text"]) > max_tokens:
+                break
+            capped[name].append(doc)
+            total += token_count(tokenizer, doc["text"])
+    return capped
 
 
 def spans_of(entities: list[dict]) -> list[Span]:
@@ -204,6 +216,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads for every method")
     parser.add_argument("--docs", type=int, default=16, help="documents per bucket at most")
+    parser.add_argument("--max-tokens", type=int, default=8000, help="tokens per bucket at most")
     parser.add_argument(
         "--methods", default=DEFAULT_METHODS, help=f"comma-separated, of {', '.join(METHODS)}"
     )
@@ -221,8 +234,13 @@ def main() -> int:
     flags = cpu_flags()
     print(f"CPU: {cpu_model()}; {args.threads} threads; torch {torch.__version__}")
     print("flags: " + ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in RELEVANT_CPU_FLAGS))
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak (2048^3): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    # Emulated bf16 runs below 1 GFLOP/s: a 2048^3 product would take minutes.
+    bf16_size = 2048 if cpu_has_fast_bf16(flags) else 512
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16, bf16_size)}
+    print(
+        f"matmul peak: fp32 {peak['fp32']:.1f} GFLOP/s (2048^3), "
+        f"bf16 {peak['bf16']:.1f} GFLOP/s ({bf16_size}^3)"
+    )
     choice = choose_inference(flags)
     print(f"backend='auto' here: {choice.reason}")
 
@@ -260,11 +278,6 @@ def main() -> int:
                 device=-1,
                 dtype=torch.bfloat16 if name == "pipeline-bf16w" else torch.float32,
             )
-    auto_alias = {
-        ("onnx", "int8"): "onnx-int8",
-        ("torch", None): "tagger-bf16" if choice.precision == "bf16" else "tagger-fp32",
-    }.get((choice.backend, choice.quantize))
-    print(f"backend='auto' runs as {auto_alias}")
 
     def pipeline_runner(ner):
         def run(texts: list[str]) -> list[list[Span]]:
@@ -282,7 +295,9 @@ def main() -> int:
     methods |= {name: tagger_runner(t) for name, t in taggers.items() if name in names}
     tokenizer = taggers["tagger-fp32"].tokenizer
     wanted = [b.strip() for b in args.buckets.split(",")]
-    buckets = {k: v for k, v in build_buckets(rows, tokenizer, args.docs).items() if k in wanted}
+    buckets = {
+        k: v for k, v in build_buckets(rows, tokenizer, args.docs, args.max_tokens).items() if k in wanted
+    }
     tokens = {name: sum(token_count(tokenizer, d["text"]) for d in docs) for name, docs in buckets.items()}
     for name, docs in buckets.items():
         print(f"bucket {name}: {len(docs)} documents, {tokens[name]} tokens")
@@ -305,7 +320,7 @@ def main() -> int:
         "flags": sorted(f for f in RELEVANT_CPU_FLAGS if f in flags),
         "peak_gflops": peak,
         "threads": args.threads,
-        "auto": {"choice": choice.reason, "runs_as": auto_alias},
+        "auto": choice.reason,
         "skipped": skipped,
         "buckets": {},
     }

@@ -65,6 +65,7 @@ def test_auto_loads_int8_onnx_on_an_avx2_host(tiny_model_dir, tmp_path, monkeypa
     tagger = Tagger.load(tiny_model_dir, backend="auto", onnx_cache_dir=tmp_path / "onnx")
     assert not tagger.is_torch and tagger.model.path.name == "model.int8.onnx"
     assert (tagger.choice.backend, tagger.choice.quantize) == ("onnx", "int8")
+    assert tagger.single_window == 512, "short articles are read in one window"
     assert all(TEXT[e.start : e.end] == e.text for e in tagger(TEXT))
 
 

@@ -49,6 +49,9 @@ BACKENDS = ("auto", "torch", "onnx")
 DEFAULT_BATCH_SIZE = {"torch": 16, "onnx": 2}
 # bf16: autocast (fp32 weights, bf16 matrix products); bf16-weights: the weights cast to bf16 once.
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-weights")
+# backend="auto" reads documents up to this many tokens in one window (measured faster on short
+# articles, same F1: benchmarks/README.md, "Inference by length and host").
+AUTO_SINGLE_WINDOW = 512
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +149,8 @@ class Tagger:
         ``<model_dir>/onnx/`` or ``onnx_cache_dir``); ``quantize="int8"`` with it uses
         dynamically quantized int8 weights. ``backend="auto"`` takes backend, precision and
         quantization from ``choose_inference`` (the host's CPU flags; ``tagger.choice`` says
-        what and why) and falls back to PyTorch where ONNX Runtime is missing or cannot
+        what and why), reads documents of up to ``AUTO_SINGLE_WINDOW`` tokens in one window
+        (unless ``single_window`` is given) and falls back to PyTorch where ONNX Runtime is missing or cannot
         export this model; it cannot be combined with ``quantize`` or ``precision``.
         """
         if backend not in BACKENDS:
@@ -211,6 +215,9 @@ class Tagger:
                 fallback.backend, fallback.precision, None, f"{fallback.reason} (ONNX failed: {exc})"
             )
             tagger = cls.load(model_dir, allow_pickle, backend="torch", precision=choice.precision, **kwargs)
+        if "single_window" not in kwargs:
+            positions = getattr(tagger.model.config, "max_position_embeddings", AUTO_SINGLE_WINDOW)
+            tagger.single_window = min(AUTO_SINGLE_WINDOW, positions)
         tagger.choice = choice
         return tagger
 
@@ -326,4 +333,3 @@ class Tagger:
         if isinstance(texts, str):
             return self.tag([texts])[0]
         return self.tag(list(texts))
-
