@@ -60,7 +60,7 @@ def test_a_cut_off_last_line_is_dropped_and_done_ids_are_skipped(tiny_model_dir,
 
 
 def test_a_killed_run_resumes_without_duplicates_or_gaps(tiny_model_dir, tmp_path):
-    documents = write_archive(tmp_path / "in.jsonl", 1500)
+    documents = write_archive(tmp_path / "in.jsonl", 600)
     out = tmp_path / "out.jsonl"
     command = [
         sys.executable, "-m", "training", "predict", str(tiny_model_dir), str(tmp_path / "in.jsonl"),
