@@ -18,6 +18,8 @@ from training.errors import DataError
 from training.inference.archive import TaggerSpec, tag_archive, tag_records, written_ids
 
 ROOT = Path(__file__).parent.parent
+
+
 def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -107,3 +109,11 @@ def test_repeated_ids_and_foreign_outputs_are_refused(tiny_model_dir, tmp_path, 
     code = main(["predict", str(tiny_model_dir), str(bad), "--out", str(tmp_path / "x.jsonl")])
     assert code == 2
     assert "bad.jsonl: line 2: no string 'text' field" in capsys.readouterr().err
+
+
+def test_workers_that_cannot_load_the_model_name_it(tmp_path):
+    from training.errors import ModelError
+
+    spec = TaggerSpec(str(tmp_path / "not-a-model"))
+    with pytest.raises(ModelError, match="not-a-model: a tagging worker could not load"):
+        tag_archive([("a", "Seoul.")], tmp_path / "o.jsonl", spec, workers=2, progress=False)

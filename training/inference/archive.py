@@ -20,11 +20,12 @@ import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from training.errors import DataError
+from training.errors import DataError, ModelError
 
 DEFAULT_CHUNK_SIZE = 64
 
@@ -143,12 +144,18 @@ def _tagged_chunks(
         workers, mp_context=context, initializer=_start_worker, initargs=(spec,)
     ) as pool:
         pending: deque[Future] = deque()
-        for ids, texts in chunks:
-            pending.append(pool.submit(_tag_in_worker, ids, texts))
-            if len(pending) >= 2 * workers:  # bounded: the input is read only as fast as it is tagged
+        try:
+            for ids, texts in chunks:
+                pending.append(pool.submit(_tag_in_worker, ids, texts))
+                if len(pending) >= 2 * workers:  # bounded: the input is read only as fast as it is tagged
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        except BrokenProcessPool:
+            raise ModelError(
+                f"{spec.model_dir}: a tagging worker could not load the model or died;"
+                " run with one worker to see why"
+            ) from None
 
 
 def tag_archive(
