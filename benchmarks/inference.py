@@ -1,19 +1,33 @@
-"""Inference speed: ``Tagger`` (PyTorch fp32/bf16, ONNX Runtime fp32/int8) against the pipeline.
+"""Inference speed by article length and host: ``Tagger`` variants against the pipeline.
 
-    .venv/bin/python benchmarks/inference.py                  # models/default, 3 rounds, 2 threads
-    .venv/bin/python benchmarks/inference.py --model models/x --rounds 5 --json out.json
+    .venv/bin/python benchmarks/inference.py                         # models/default, 3 rounds, 2 threads
+    .venv/bin/python benchmarks/inference.py --model /tmp/m14 --rounds 3 --json out.json
+    .venv/bin/python benchmarks/inference.py --methods pipeline,tagger-fp32,onnx-int8 --docs 8
 
-Baseline: ``transformers.pipeline("token-classification", model=DIR,
-aggregation_strategy="first", stride=<the model's stride>)`` called once per document, as users
-do. Candidates: ``Tagger`` on the whole list of documents. Two document sets: the model's
-test split (whole articles) and a long-article set (test articles joined three at a time, all
-over 512 tokens). Every method runs once per round, interleaved with the others, and the
-median round is reported (these machines are shared and noisy).
+Where: the CPU model, its flags that matter (AVX2, AVX-512 VNNI/BF16, AMX) and fp32/bf16
+matrix-multiply peaks measured in the same run are printed first, so every figure says where
+it was measured.
 
-Accuracy: each Tagger variant's strict seqeval micro F1 on the test split must be within 0.5
-points of the PyTorch fp32 model's; exact character-span F1 is reported for every method,
-the pipeline included. Efficiency: model FLOPs actually run (windows, not padding) per second,
-as a fraction of plain fp32 and bf16 matrix-multiply peaks measured in the same run.
+Documents: labelled articles the model was not trained on (validation, test and realnews
+splits), in four length buckets of the model's tokens: <= 300 (each article cut after the
+paragraphs that fit, entities inside kept), 300-600 and 600-1,200 (whole articles, two joined
+where too few are that long) and > 2,000 (articles joined until over 2,000 tokens). ``--docs``
+caps the documents per bucket.
+
+Baselines: ``transformers.pipeline("token-classification", aggregation_strategy="first",
+stride=<the model's>)`` called per document, as users do, with fp32 weights (``pipeline``) and
+with the weights cast to bf16 (``pipeline-bf16w``, what an informed user would try).
+Candidates: ``Tagger`` on the bucket's list of documents, one variant per method (see
+``METHODS``): PyTorch fp32 / bf16 autocast / bf16 weights, windows sized to the document
+(``-sized``: one window up to 512 tokens), batch sizes (``-bN``), ONNX Runtime fp32 / int8,
+OpenVINO on the exported ONNX graph (where ``openvino`` is installed), and ``auto``
+(``Tagger.load(backend="auto")``: what it picks on this host, windows sized to documents).
+Every method runs once per round, interleaved, and the median round is reported (these
+machines are shared and noisy).
+
+Accuracy: exact character-span F1 of each method against the gold spans and against the
+PyTorch fp32 Tagger's own spans (agreement), per bucket; a candidate must stay within 0.5
+points of the fp32 Tagger's gold F1 in every bucket.
 """
 
 from __future__ import annotations
@@ -34,16 +48,45 @@ from benchmark_results import finish  # noqa: E402  (this folder)
 
 from training.config import Config, load_config  # noqa: E402
 from training.data.dataset import build_from_config  # noqa: E402
-from training.evaluation.scores import evaluate_tagger, span_scores  # noqa: E402
+from training.evaluation.scores import span_scores  # noqa: E402
 from training.inference.tagger import Tagger  # noqa: E402
-from training.modeling.hardware import bf16_supported  # noqa: E402
-from training.text import Span, tokenize_words  # noqa: E402
+from training.modeling.hardware import (  # noqa: E402
+    RELEVANT_CPU_FLAGS,
+    choose_inference,
+    cpu_flags,
+    cpu_has_fast_bf16,
+    cpu_model,
+)
+from training.text import Span  # noqa: E402
 
 F1_TOLERANCE = 0.005  # 0.5 F1 points
-TARGETS = {"tagger-torch": 2.0, "onnx-int8": 3.0}  # x the pipeline's documents/s on the test split
+BUCKETS = {"<=300": (0, 300), "300-600": (301, 600), "600-1200": (601, 1200), ">2000": (2001, 10**9)}
+SIZED_WINDOW = 512
+# Tagger variants: name -> Tagger.load keyword arguments (threads added at run time).
+METHODS = {
+    "tagger-fp32": {"precision": "fp32"},
+    "tagger-fp32-sized": {"precision": "fp32", "single_window": SIZED_WINDOW},
+    "tagger-fp32-b4": {"precision": "fp32", "batch_size": 4},
+    "tagger-fp32-b64": {"precision": "fp32", "batch_size": 64},
+    "tagger-bf16": {"precision": "bf16"},
+    "tagger-bf16w": {"precision": "bf16-weights"},
+    "tagger-bf16w-sized": {"precision": "bf16-weights", "single_window": SIZED_WINDOW},
+    "onnx-fp32": {"backend": "onnx"},
+    "onnx-int8": {"backend": "onnx", "quantize": "int8"},
+    "onnx-int8-sized": {"backend": "onnx", "quantize": "int8", "single_window": SIZED_WINDOW},
+    "onnx-int8-b1": {"backend": "onnx", "quantize": "int8", "batch_size": 1},
+    "onnx-int8-b8": {"backend": "onnx", "quantize": "int8", "batch_size": 8},
+    "openvino-fp32": {"openvino": None},
+    "openvino-int8": {"openvino": "int8"},
+    "auto": {"backend": "auto"},  # what Tagger.load(backend="auto") picks on this host
+}
+DEFAULT_METHODS = (
+    "pipeline,pipeline-bf16w,tagger-fp32,tagger-fp32-sized,tagger-bf16,tagger-bf16w,"
+    "onnx-fp32,onnx-int8,onnx-int8-sized,openvino-fp32"
+)
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 3) -> float:
     """GFLOP/s of a plain ``size``-cubed matrix multiply (median of ``repeats``)."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     a @ b
@@ -55,33 +98,116 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
-def forward_flops(config, lengths: list[int]) -> float:
-    """FLOPs of encoder forwards over windows of ``lengths`` tokens (matmuls, no padding)."""
-    h, layers = config.hidden_size, config.num_hidden_layers
-    ff = getattr(config, "intermediate_size", 4 * h)
-    per_layer_token = 2 * (4 * h * h + 2 * h * ff)
-    total = 0.0
-    for n in lengths:
-        # projections and feed-forward, plus attention scores and their weighted sum
-        total += layers * n * (per_layer_token + 4 * n * h) + 2 * n * h * config.num_labels
-    return total
+class OpenVinoClassifier:
+    """An ONNX graph compiled by OpenVINO for the CPU, with the calling shape ``Tagger`` needs."""
+
+    def __init__(self, onnx_path: Path, config, threads: int) -> None:
+        import openvino
+
+        core = openvino.Core()
+        self.compiled = core.compile_model(
+            core.read_model(str(onnx_path)),
+            "CPU",
+            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"},
+        )
+        self.output = self.compiled.output(0)
+        self.config = config
+        self.path = onnx_path
+
+    def __call__(self, input_ids, attention_mask):
+        return self.compiled({"input_ids": input_ids, "attention_mask": attention_mask})[self.output]
 
 
-def pipeline_windows(tokenizer, text: str, stride: int) -> list[int]:
-    """Window lengths the token-classification pipeline runs for ``text``."""
-    encoding = tokenizer(
-        text,
-        truncation=True,
-        max_length=tokenizer.model_max_length,
-        stride=stride,
-        return_overflowing_tokens=True,
+def load_method(model_dir: Path, options: dict, threads: int) -> Tagger:
+    """The Tagger of one method (OpenVINO: the cached ONNX graph, compiled by OpenVINO)."""
+    if "openvino" not in options:
+        return Tagger.load(model_dir, threads=threads, **options)
+    from transformers import AutoConfig, AutoTokenizer
+
+    from training.inference.onnx_backend import prepare
+
+    graph = prepare(model_dir, quantize=options["openvino"])
+    torch_tagger = Tagger.load(model_dir, precision="fp32")
+    model = OpenVinoClassifier(graph, AutoConfig.from_pretrained(model_dir), threads)
+    return Tagger(
+        model,
+        AutoTokenizer.from_pretrained(model_dir),
+        max_length=torch_tagger.max_length,
+        stride=torch_tagger.stride,
+        decoding=torch_tagger.decoding,
+        batch_size=2,
     )
-    return [len(ids) for ids in encoding["input_ids"]]
 
 
-def span_f1(gold_rows: list[dict], predicted: list[list[Span]]) -> float:
-    gold = [[Span(e["start"], e["end"], e["label"]) for e in row["entities"]] for row in gold_rows]
-    return span_scores(gold, predicted)["micro"]["f1"]
+def token_count(tokenizer, text: str) -> int:
+    return len(tokenizer(text, verbose=False)["input_ids"])
+
+
+def cut_to_fit(row: dict, tokenizer, limit: int) -> dict | None:
+    """The article's leading paragraphs that fit in ``limit`` tokens, with the entities inside."""
+    text = row["text"]
+    best = None
+    end = text.find("\n\n")
+    while end != -1:
+        if token_count(tokenizer, text[:end]) > limit:
+            break
+        best = end
+        end = text.find("\n\n", end + 2)
+    if best is None:
+        return None
+    return {
+        "text": text[:best],
+        "entities": [e for e in row["entities"] if e["end"] <= best],
+    }
+
+
+def join(rows: list[dict]) -> dict:
+    """Articles joined by a blank line, entity offsets shifted."""
+    text, entities = "", []
+    for row in rows:
+        if text:
+            text += "\n\n"
+        entities += [
+            {**e, "start": e["start"] + len(text), "end": e["end"] + len(text)} for e in row["entities"]
+        ]
+        text += row["text"]
+    return {"text": text, "entities": entities}
+
+
+def build_buckets(rows: list[dict], tokenizer, per_bucket: int, max_tokens: int) -> dict[str, list[dict]]:
+    """Up to ``per_bucket`` labelled documents (and about ``max_tokens``, at least one document)
+    per length bucket, built from ``rows``."""
+    lengths = [token_count(tokenizer, row["text"]) for row in rows]
+    buckets: dict[str, list[dict]] = {name: [] for name in BUCKETS}
+    for row in rows:
+        short = cut_to_fit(row, tokenizer, BUCKETS["<=300"][1])
+        if short is not None and token_count(tokenizer, short["text"]) > 120:
+            buckets["<=300"].append(short)
+    for name in ("300-600", "600-1200"):
+        low, high = BUCKETS[name]
+        buckets[name] = [row for row, n in zip(rows, lengths) if low <= n <= high]
+        pairs = [join(rows[i : i + 2]) for i in range(0, len(rows) - 1, 2)]
+        buckets[name] += [p for p in pairs if low <= token_count(tokenizer, p["text"]) <= high]
+    joined, current = [], []
+    for row in rows:
+        current.append(row)
+        if token_count(tokenizer, join(current)["text"]) > BUCKETS[">2000"][0]:
+            joined.append(join(current))
+            current = []
+    buckets[">2000"] = joined
+    capped = {}
+    for name, docs in buckets.items():
+        capped[name], total = [], 0
+        for doc in docs[:per_bucket]:
+            if capped[name] and total + token_count(tokenizer, doc["text"]) > max_tokens:
+                break
+            capped[name].append(doc)
+            total += token_count(tokenizer, doc["text"])
+    return capped
+
+
+def spans_of(entities: list[dict]) -> list[Span]:
+    return [Span(e["start"], e["end"], e["label"]) for e in entities]
 
 
 def main() -> int:
@@ -89,9 +215,12 @@ def main() -> int:
     parser.add_argument("--model", default=str(ROOT / "models" / "default"), help="trained model directory")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads for every method")
+    parser.add_argument("--docs", type=int, default=16, help="documents per bucket at most")
+    parser.add_argument("--max-tokens", type=int, default=8000, help="tokens per bucket at most")
     parser.add_argument(
-        "--batch-size", type=int, help="Tagger windows per batch (default: each backend's DEFAULT_BATCH_SIZE)"
+        "--methods", default=DEFAULT_METHODS, help=f"comma-separated, of {', '.join(METHODS)}"
     )
+    parser.add_argument("--buckets", default=",".join(BUCKETS), help="comma-separated buckets to run")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -102,37 +231,59 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
+    flags = cpu_flags()
+    print(f"CPU: {cpu_model()}; {args.threads} threads; torch {torch.__version__}")
+    print("flags: " + ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in RELEVANT_CPU_FLAGS))
+    # Emulated bf16 runs below 1 GFLOP/s: a 2048^3 product would take minutes.
+    bf16_size = 2048 if cpu_has_fast_bf16(flags) else 512
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16, bf16_size)}
+    print(
+        f"matmul peak: fp32 {peak['fp32']:.1f} GFLOP/s (2048^3), "
+        f"bf16 {peak['bf16']:.1f} GFLOP/s ({bf16_size}^3)"
+    )
+    choice = choose_inference(flags)
+    print(f"backend='auto' here: {choice.reason}")
+
     model_dir = Path(args.model)
     config = load_config(model_dir / "training_config.yaml", ignore_unknown=True)
     dataset, _ = build_from_config(Config.model_validate(config.model_dump()).data, save=False)
-    rows = list(dataset["test"])
-    test_texts = [row["text"] for row in rows]
-    long_texts = ["\n\n".join(test_texts[i : i + 3]) for i in range(0, len(test_texts) - 2, 3)]
+    rows = [row for split in ("test", "realnews", "validation") if split in dataset for row in dataset[split]]
     stride = config.model.stride
 
-    taggers: dict[str, Tagger] = {"tagger-torch-fp32": Tagger.load(model_dir, precision="fp32")}
-    if bf16_supported():
-        taggers["tagger-torch-bf16"] = Tagger.load(model_dir, precision="bf16")
-    else:
-        print("no fast bf16 on this CPU (AVX-512 BF16/AMX): bf16 skipped, Tagger runs fp32")
-    for quantize in (None, "int8"):
+    names = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = [n for n in names if n not in METHODS and n not in ("pipeline", "pipeline-bf16w")]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; use {', '.join(['pipeline', 'pipeline-bf16w', *METHODS])}")
+    taggers: dict[str, Tagger] = {}
+    skipped: dict[str, str] = {}
+    for name in ["tagger-fp32"] + [n for n in names if n in METHODS and n != "tagger-fp32"]:
         start = time.perf_counter()
-        tagger = Tagger.load(model_dir, backend="onnx", quantize=quantize, threads=args.threads)
+        try:
+            taggers[name] = load_method(model_dir, METHODS[name], args.threads)
+        except Exception as exc:  # e.g. openvino not installed or unable to read the graph
+            skipped[name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            print(f"{name}: skipped ({skipped[name]})")
+            continue
         print(
-            f"onnx {quantize or 'fp32'}: ready in {time.perf_counter() - start:.1f} s ({tagger.model.path})"
+            f"{name}: ready in {time.perf_counter() - start:.1f} s, {taggers[name].batch_size} windows/batch"
         )
-        taggers[f"onnx-{quantize or 'fp32'}"] = tagger
-    for tagger in taggers.values():
-        tagger.batch_size = args.batch_size or tagger.batch_size
-    print("windows per batch: " + ", ".join(f"{name} {t.batch_size}" for name, t in taggers.items()))
-    ner = pipeline(
-        "token-classification", model=str(model_dir), aggregation_strategy="first", stride=stride, device=-1
-    )
-    tokenizer = taggers["tagger-torch-fp32"].tokenizer
-    model_config = taggers["tagger-torch-fp32"].model.config
+    pipelines = {}
+    for name in ("pipeline", "pipeline-bf16w"):
+        if name in names:
+            pipelines[name] = pipeline(
+                "token-classification",
+                model=str(model_dir),
+                aggregation_strategy="first",
+                stride=stride,
+                device=-1,
+                dtype=torch.bfloat16 if name == "pipeline-bf16w" else torch.float32,
+            )
 
-    def run_pipeline(texts: list[str]) -> list[list[Span]]:
-        return [[Span(e["start"], e["end"], e["entity_group"]) for e in ner(text)] for text in texts]
+    def pipeline_runner(ner):
+        def run(texts: list[str]) -> list[list[Span]]:
+            return [[Span(e["start"], e["end"], e["entity_group"]) for e in ner(text)] for text in texts]
+
+        return run
 
     def tagger_runner(tagger: Tagger):
         def run(texts: list[str]) -> list[list[Span]]:
@@ -140,119 +291,79 @@ def main() -> int:
 
         return run
 
-    methods = {"pipeline": run_pipeline} | {name: tagger_runner(t) for name, t in taggers.items()}
-    sets = {"test": test_texts, "long": long_texts}
-    tokens = {name: sum(len(tokenizer(t)["input_ids"]) for t in texts) for name, texts in sets.items()}
-    flops = {}
-    for set_name, texts in sets.items():
-        tagger_windows = taggers["tagger-torch-fp32"].encode([tokenize_words(t)[0] for t in texts]).lengths()
-        flops[(set_name, "tagger")] = forward_flops(model_config, tagger_windows)
-        flops[(set_name, "pipeline")] = forward_flops(
-            model_config, [n for t in texts for n in pipeline_windows(tokenizer, t, stride)]
-        )
-    print(
-        f"model {model_dir} ({model_config.model_type}, {model_config.num_hidden_layers} layers, "
-        f"{model_config.hidden_size} hidden), window {config.model.max_length}/{stride}; "
-        f"{args.threads} threads, torch {torch.__version__}, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}"
-    )
-    print(
-        f"test split: {len(test_texts)} documents, {tokens['test']} tokens; "
-        f"long set: {len(long_texts)} documents, {tokens['long']} tokens "
-        f"(shortest {min(len(tokenizer(t)['input_ids']) for t in long_texts)})"
-    )
+    methods = {name: pipeline_runner(ner) for name, ner in pipelines.items()}
+    methods |= {name: tagger_runner(t) for name, t in taggers.items() if name in names}
+    tokenizer = taggers["tagger-fp32"].tokenizer
+    wanted = [b.strip() for b in args.buckets.split(",")]
+    buckets = {
+        k: v for k, v in build_buckets(rows, tokenizer, args.docs, args.max_tokens).items() if k in wanted
+    }
+    tokens = {name: sum(token_count(tokenizer, d["text"]) for d in docs) for name, docs in buckets.items()}
+    for name, docs in buckets.items():
+        print(f"bucket {name}: {len(docs)} documents, {tokens[name]} tokens")
 
-    # Warm-up: first calls allocate kernels and caches.
-    for run in methods.values():
-        run(test_texts[:2])
-    peaks = {"fp32": [], "bf16": []}
+    for run in methods.values():  # warm-up: first calls allocate kernels and caches
+        run([buckets[next(iter(buckets))][0]["text"]])
     times: dict[tuple[str, str], list[float]] = {}
-    outputs: dict[str, list[list[Span]]] = {}
+    outputs: dict[tuple[str, str], list[list[Span]]] = {}
     for round_number in range(args.rounds):
-        peaks["fp32"].append(matmul_peak(torch.float32))
-        peaks["bf16"].append(matmul_peak(torch.bfloat16))
-        for set_name, texts in sets.items():
+        for bucket, docs in buckets.items():
+            texts = [d["text"] for d in docs]
             for name, run in methods.items():
                 start = time.perf_counter()
-                result = run(texts)
-                times.setdefault((set_name, name), []).append(time.perf_counter() - start)
-                if set_name == "test":
-                    outputs[name] = result
+                outputs[(bucket, name)] = run(texts)
+                times.setdefault((bucket, name), []).append(time.perf_counter() - start)
         print(f"round {round_number + 1}/{args.rounds} done", flush=True)
-    peak = {dtype: statistics.median(values) for dtype, values in peaks.items()}
-    print(
-        f"matmul peak (2048^3, {args.threads} threads): "
-        f"fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f}"
-    )
 
-    # Accuracy on the test split
-    strict = {
-        name: evaluate_tagger(tagger, rows, bootstrap=0)["strict"]["micro"]["f1"]
-        for name, tagger in taggers.items()
-    }
-    spans = {name: span_f1(rows, outputs[name]) for name in methods}
-    reference = strict["tagger-torch-fp32"]
-
-    results = {
+    results: dict = {
+        "cpu": cpu_model(),
+        "flags": sorted(f for f in RELEVANT_CPU_FLAGS if f in flags),
         "peak_gflops": peak,
         "threads": args.threads,
-        "batch_sizes": {name: tagger.batch_size for name, tagger in taggers.items()},
-        "sets": {},
-        "accuracy": {},
+        "auto": choice.reason,
+        "skipped": skipped,
+        "buckets": {},
     }
     failures = []
-    for set_name, texts in sets.items():
-        base = statistics.median(times[(set_name, "pipeline")])
-        print(
-            f"\n{set_name}: {len(texts)} documents, {tokens[set_name]} tokens "
-            f"(median of {args.rounds} rounds)"
-        )
+    base_name = "pipeline" if "pipeline" in methods else next(iter(methods))
+    for bucket, docs in buckets.items():
+        gold = [spans_of(d["entities"]) for d in docs]
+        reference = outputs[(bucket, "tagger-fp32")] if "tagger-fp32" in methods else None
+        base = statistics.median(times[(bucket, base_name)])
+        print(f"\n{bucket}: {len(docs)} documents, {tokens[bucket]} tokens (median of {args.rounds} rounds)")
         header = (
-            f"{'method':<20}{'s':>8}{'docs/s':>9}{'tokens/s':>10}{'x pipeline':>11}"
-            f"{'GFLOP/s':>9}{'%fp32':>7}{'%bf16':>7}"
+            f"{'method':<20}{'s':>8}{'docs/s':>9}{'tokens/s':>10}{'x ' + base_name:>16}"
+            f"{'span F1':>9}{'vs fp32':>9}{'agree':>7}"
         )
         print(header)
         print("-" * len(header))
-        results["sets"][set_name] = {}
+        results["buckets"][bucket] = {"documents": len(docs), "tokens": tokens[bucket], "methods": {}}
+        fp32_f1 = span_scores(gold, reference)["micro"]["f1"] if reference is not None else None
         for name in methods:
-            seconds = statistics.median(times[(set_name, name)])
-            gflops = flops[(set_name, "pipeline" if name == "pipeline" else "tagger")] / seconds / 1e9
+            seconds = statistics.median(times[(bucket, name)])
+            f1 = span_scores(gold, outputs[(bucket, name)])["micro"]["f1"]
+            agree = span_scores(reference, outputs[(bucket, name)])["micro"]["f1"] if reference else None
+            delta = None if fp32_f1 is None else f1 - fp32_f1
             figures = {
                 "seconds": seconds,
-                "docs_per_s": len(texts) / seconds,
-                "tokens_per_s": tokens[set_name] / seconds,
+                "docs_per_s": len(docs) / seconds,
+                "tokens_per_s": tokens[bucket] / seconds,
                 "speedup": base / seconds,
-                "gflops": gflops,
-                "fraction_fp32_peak": gflops / peak["fp32"],
-                "fraction_bf16_peak": gflops / peak["bf16"],
-                "all_seconds": times[(set_name, name)],
+                "span_f1": f1,
+                "delta_vs_fp32": delta,
+                "agreement_with_fp32": agree,
+                "all_seconds": times[(bucket, name)],
             }
-            results["sets"][set_name][name] = figures
+            results["buckets"][bucket]["methods"][name] = figures
             print(
                 f"{name:<20}{seconds:>8.2f}{figures['docs_per_s']:>9.2f}{figures['tokens_per_s']:>10.0f}"
-                f"{figures['speedup']:>10.2f}x{gflops:>9.0f}{100 * gflops / peak['fp32']:>6.0f}%"
-                f"{100 * gflops / peak['bf16']:>6.0f}%"
+                f"{figures['speedup']:>15.2f}x{f1:>9.4f}{100 * (delta or 0):>+8.2f}p"
+                f"{'' if agree is None else f'{agree:>7.3f}'}"
             )
-    print(f"\naccuracy on the test split ({len(rows)} documents)")
-    print(f"{'method':<20}{'strict F1':>10}{'vs fp32':>9}{'span F1':>9}")
-    for name in methods:
-        value = strict.get(name)
-        delta = None if value is None else value - reference
-        results["accuracy"][name] = {"strict_f1": value, "delta_vs_fp32": delta, "span_f1": spans[name]}
-        strict_text = "" if value is None else f"{value:>10.4f}{100 * delta:>+8.2f}p"
-        print(f"{name:<20}{strict_text:>19}{spans[name]:>9.4f}")
-        if delta is not None and abs(delta) > F1_TOLERANCE:
-            failures.append(f"{name}: strict F1 {100 * delta:+.2f} points from PyTorch fp32")
-    speed = results["sets"]["test"]
-    torch_best = max((n for n in speed if n.startswith("tagger-torch")), key=lambda n: speed[n]["speedup"])
-    checks = {"tagger-torch": speed[torch_best]["speedup"], "onnx-int8": speed["onnx-int8"]["speedup"]}
-    print()
-    for key, target in TARGETS.items():
-        verdict = "met" if checks[key] >= target else "MISSED"
-        label = f"{key} ({torch_best})" if key == "tagger-torch" else key
-        print(f"target {label}: {checks[key]:.2f}x the pipeline's documents/s (>= {target}x): {verdict}")
-        if checks[key] < target:
-            failures.append(f"{label}: {checks[key]:.2f}x < {target}x")
+            if delta is not None and not name.startswith("pipeline") and abs(delta) > F1_TOLERANCE:
+                failures.append(f"{bucket}: {name} span F1 {100 * delta:+.2f} points from the fp32 Tagger")
+    if skipped:
+        print("\nskipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()))
     return finish(results, failures, args.json)
 
 

@@ -44,6 +44,24 @@ def make_task(task_id, text, spans, *, doc_id=None, split=None, annotations=None
     return {"id": task_id, "data": data, "annotations": annotations, "predictions": []}
 
 
+ARCHIVE_SENTENCES = [
+    "South Korea's ambassador Yeo Seung-Bae met Malaysia's Defence Ministry on Thursday.",
+    "Hanwha sold K9 howitzers to Poland for US$2.{n} billion, the ministry in Warsaw said.",
+    "NATO ministers met in Brussels; Ankara and Athens signed an accord on {n} March.",
+]
+
+
+def write_archive(path: Path, n: int) -> list[tuple[str, str]]:
+    """``n`` JSONL articles of one to three sentences, ids ``doc-0`` ... ``doc-(n-1)``."""
+    documents = []
+    with open(path, "w", encoding="utf-8") as handle:
+        for i in range(n):
+            text = " ".join(ARCHIVE_SENTENCES[j].format(n=i) for j in range(i % 3 + 1))
+            documents.append((f"doc-{i}", text))
+            handle.write(json.dumps({"id": f"doc-{i}", "text": text}) + "\n")
+    return documents
+
+
 def tiny_overrides(encoder_dir, export_path, root: Path, **changes) -> list[str]:
     """``--set`` overrides that train the tiny encoder on the fixture export under ``root``.
 

@@ -3,7 +3,7 @@
 dataset CONFIG            build the DatasetDict from the configured export (or Label Studio project)
 train CONFIG              fine-tune, evaluate and save the model
 evaluate MODEL_DIR...     score models on a split or an export
-predict MODEL_DIR INPUT   tag text files, JSONL or an export
+predict MODEL_DIR INPUT   tag text files, JSONL or an export (streaming, resumable)
 calibrate MODEL_DIR       measure a model's activation ranges for int8 ONNX (train does it itself)
 validate-data EXPORT      check an export (spans, duplicates, consistency)
 corpus check|build        the bundled corpus' article files and export
@@ -22,10 +22,12 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from training.config import API_KEY_ENV, SNAPSHOT_DIR, URL_ENV, Config, DataConfig, load_config
 from training.errors import ConfigError, DataError, TrainingError
+from training.inference.archive import DEFAULT_CHUNK_SIZE
 from training.schema import ALL_SPLITS, TEXT_FIELD
 
 
@@ -129,54 +131,75 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_inputs(paths: list[str], text_field: str = TEXT_FIELD) -> list[tuple[str, str]]:
-    """``(id, text)`` pairs from text files, JSONL files (``text`` field) or exports (``.json``)."""
+def iter_inputs(paths: list[str], text_field: str = TEXT_FIELD) -> Iterator[tuple[str, str]]:
+    """``(id, text)`` pairs from text files, JSONL files (``text`` field) or exports (``.json``),
+    read lazily (JSONL line by line, exports task by task)."""
     from training.data.export import iter_export, task_text
 
-    documents = []
     for name in paths:
         path = Path(name)
         if not path.is_file():
             raise DataError(f"{path}: input file not found")
         if path.suffix == ".jsonl":
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}: line {n}: not JSON: {exc.msg}") from None
-                if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                    raise DataError(f"{path}: line {n}: no string {text_field!r} field")
-                documents.append((str(record.get("id", f"{path.stem}:{n}")), record[text_field]))
+            with open(path, encoding="utf-8") as handle:
+                for n, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path}: line {n}: not JSON: {exc.msg}") from None
+                    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+                        raise DataError(f"{path}: line {n}: no string {text_field!r} field")
+                    yield str(record.get("id", f"{path.stem}:{n}")), record[text_field]
         elif path.suffix == ".json":
             for task in iter_export(path):
                 try:
                     text = task_text(task, text_field, allow_blank=True)
                 except DataError as exc:
                     raise DataError(f"{path}: {exc}") from None
-                documents.append((str(task["data"].get("doc_id", task.get("id"))), text))
+                yield str(task["data"].get("doc_id", task.get("id"))), text
         else:
-            documents.append((path.stem, path.read_text(encoding="utf-8")))
-    return documents
+            yield path.stem, path.read_text(encoding="utf-8")
+
+
+def count_inputs(paths: list[str]) -> int | None:
+    """How many documents ``iter_inputs`` will yield, where that is cheap to know (no exports)."""
+    total = 0
+    for name in paths:
+        path = Path(name)
+        if path.suffix == ".json" or not path.is_file():
+            return None
+        if path.suffix != ".jsonl":
+            total += 1
+            continue
+        with open(path, "rb") as handle:
+            total += sum(1 for line in handle if line.strip())
+    return total
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from training.inference.tagger import Tagger
+    from training.inference.archive import TaggerSpec, tag_archive
 
-    tagger = Tagger.load(args.model_dir, backend=args.backend, quantize=args.quantize)
-    documents = read_inputs(args.inputs)
-    entities = tagger([text for _, text in documents])
-    lines = [
-        json.dumps({"id": doc_id, "entities": [e.to_dict() for e in found]}, ensure_ascii=False)
-        for (doc_id, _), found in zip(documents, entities)
-    ]
-    output = "\n".join(lines) + "\n"
-    if args.out:
-        Path(args.out).write_text(output, encoding="utf-8")
-        print(f"{len(lines)} documents tagged -> {args.out}")
-    else:
-        sys.stdout.write(output)
+    options: dict = {"backend": args.backend}
+    if args.quantize:
+        options["quantize"] = args.quantize
+    if args.threads:
+        options["threads"] = args.threads
+    out = Path(args.out) if args.out else None
+    result = tag_archive(
+        iter_inputs(args.inputs),
+        out,
+        TaggerSpec(args.model_dir, options),
+        workers=args.workers,
+        chunk_size=args.chunk_size,
+        total=count_inputs(args.inputs),
+        progress=out is not None and not args.no_progress,
+    )
+    if out is not None:
+        skipped = f" ({result.skipped} already there, skipped)" if result.skipped else ""
+        rate = result.tagged / result.seconds if result.seconds else 0.0
+        print(f"{result.tagged} documents tagged -> {out}{skipped}, {rate:.1f} documents/s")
     return 0
 
 
@@ -466,12 +489,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.set_defaults(func=cmd_evaluate)
 
-    p = verbs.add_parser("predict", help="tag documents")
+    p = verbs.add_parser("predict", help="tag documents (streaming, resumable with --out)")
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".txt, .jsonl (text field) or .json export")
-    p.add_argument("--out", metavar="FILE.jsonl")
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="onnx: ONNX Runtime")
+    p.add_argument(
+        "--out", metavar="FILE.jsonl", help="append here, skipping ids it already has (default: stdout)"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="torch",
+        help="auto: the fastest for this CPU (README, Speed); onnx: ONNX Runtime",
+    )
     p.add_argument("--quantize", choices=["int8"], help="with --backend onnx: int8 weights")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="tagging processes (default: 1)")
+    p.add_argument("--threads", type=int, metavar="N", help="threads per process (default: cores / workers)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        metavar="N",
+        help="documents per batch and per write (default: %(default)s)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
     p = verbs.add_parser(

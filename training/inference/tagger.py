@@ -11,10 +11,13 @@ the window where it is most central). Entities carry character offsets into the 
 Backends: PyTorch (``inference_mode``; bf16 autocast where the hardware has fast bf16, see
 ``precision``) or ONNX Runtime (``Tagger.load(DIR, backend="onnx", quantize="int8")``, the
 graph exported once and cached beside the model by ``training.inference.onnx_backend``).
+``Tagger.load(DIR, backend="auto")`` picks the fastest of them for the host's CPU
+(``training.modeling.hardware.choose_inference``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -25,8 +28,8 @@ import torch
 
 from training.errors import ModelError
 from training.modeling.encoder import load_trained
-from training.modeling.hardware import fast_bf16
-from training.modeling.windows import Windows, encode_documents, owned_predictions
+from training.modeling.hardware import InferenceChoice, choose_inference, fast_bf16
+from training.modeling.windows import Windows, encode_sized, owned_predictions
 from training.text import (
     DECODINGS,
     BioConstraints,
@@ -40,11 +43,17 @@ from training.text import (
 # The constructor's defaults: ``training.config.ModelConfig``'s (``load`` reads a model's own).
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_STRIDE = 64
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx")
 # Windows per batch, measured on the 2-core CPU (benchmarks/inference.py): PyTorch is fastest
 # at 16; ONNX Runtime at 2, where each layer's activations still fit in the L2 caches.
 DEFAULT_BATCH_SIZE = {"torch": 16, "onnx": 2}
-PRECISIONS = ("auto", "fp32", "bf16")
+# bf16: autocast (fp32 weights, bf16 matrix products); bf16-weights: the weights cast to bf16 once.
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-weights")
+# backend="auto" reads documents up to this many tokens in one window (measured faster on short
+# articles, same F1: benchmarks/README.md, "Inference by length and host").
+AUTO_SINGLE_WINDOW = 512
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,15 +84,21 @@ class Tagger:
         precision: str = "auto",
         threads: int | None = None,
         decoding: str = "viterbi",
+        single_window: int = 0,
     ) -> None:
         """``model``: a ``transformers`` token-classification model or an ONNX classifier.
 
         ``batch_size``: windows per forward pass (default ``DEFAULT_BATCH_SIZE`` of the backend).
         ``precision``: ``auto`` runs PyTorch models under bf16 autocast where the hardware has
         fast bf16 (CUDA with bf16, CPUs with AVX-512 BF16/AMX) and in fp32 elsewhere; ``fp32``
-        and ``bf16`` force one. ``threads`` sets PyTorch's (process-wide) intra-op threads.
+        and ``bf16`` force one; ``bf16-weights`` casts the model's weights to bf16 in place
+        (no per-call casts; only worth it where bf16 runs in hardware). ``threads`` sets
+        PyTorch's (process-wide) intra-op threads.
         ``decoding``: ``viterbi`` (valid BIO sequences, no entity across a line break or made of
         punctuation only) or ``greedy`` (each word's most probable tag, for comparison).
+        ``single_window``: a document of at most this many tokens is read in one window of its
+        own length instead of ``max_length`` windows (0: off; at most the model's position
+        embeddings).
         """
         if precision not in PRECISIONS:
             raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
@@ -91,15 +106,26 @@ class Tagger:
             raise ModelError(f"decoding={decoding!r}: use one of {DECODINGS}")
         self.is_torch = isinstance(model, torch.nn.Module)
         self.model = model.eval() if self.is_torch else model
-        if not self.is_torch and precision == "bf16":
-            raise ModelError("precision='bf16' needs the torch backend; ONNX graphs run in fp32 or int8")
+        if not self.is_torch and precision.startswith("bf16"):
+            raise ModelError(
+                f"precision={precision!r} needs the torch backend; ONNX graphs run in fp32 or int8"
+            )
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if single_window and positions is not None and single_window > positions:
+            raise ModelError(f"single_window={single_window}: the model reads at most {positions} tokens")
         if threads is not None and self.is_torch:
             torch.set_num_threads(threads)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.stride = stride
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE["torch" if self.is_torch else "onnx"]
+        self.single_window = single_window
+        self.precision = precision
         self.bf16 = self.is_torch and (precision == "bf16" or (precision == "auto" and fast_bf16(model)))
+        if self.is_torch and precision == "bf16-weights":
+            self.model = self.model.to(torch.bfloat16)
+        # What backend="auto" chose (None when the backend was named).
+        self.choice: InferenceChoice | None = None
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
         self.decoding = decoding
         self.constraints = BioConstraints(self.labels)
@@ -121,10 +147,16 @@ class Tagger:
         weights are refused unless ``allow_pickle`` (they can run code when loaded).
         ``backend="onnx"`` runs the model in ONNX Runtime (exported on first use and cached in
         ``<model_dir>/onnx/`` or ``onnx_cache_dir``); ``quantize="int8"`` with it uses
-        dynamically quantized int8 weights.
+        dynamically quantized int8 weights. ``backend="auto"`` takes backend, precision and
+        quantization from ``choose_inference`` (the host's CPU flags; ``tagger.choice`` says
+        what and why), reads documents of up to ``AUTO_SINGLE_WINDOW`` tokens in one window
+        (unless ``single_window`` is given) and falls back to PyTorch where ONNX Runtime is missing or cannot
+        export this model; it cannot be combined with ``quantize`` or ``precision``.
         """
         if backend not in BACKENDS:
             raise ModelError(f"backend={backend!r}: use one of {BACKENDS}")
+        if backend == "auto":
+            return cls._load_auto(model_dir, allow_pickle, quantize, onnx_cache_dir, kwargs)
         if backend == "onnx":
             from transformers import AutoTokenizer
 
@@ -150,6 +182,45 @@ class Tagger:
             kwargs.setdefault("decoding", model_section.decoding)
         return cls(model, tokenizer, **kwargs)
 
+    @classmethod
+    def _load_auto(cls, model_dir, allow_pickle: bool, quantize, onnx_cache_dir, kwargs: dict) -> Tagger:
+        if quantize is not None or "precision" in kwargs:
+            raise ModelError(
+                "backend='auto' chooses precision and quantization itself; name a backend instead"
+            )
+        try:
+            import onnxruntime  # noqa: F401
+
+            onnx_available = True
+        except ImportError:
+            onnx_available = False
+        choice = choose_inference(onnx_available=onnx_available)
+        try:
+            tagger = cls.load(
+                model_dir,
+                allow_pickle,
+                backend=choice.backend,
+                quantize=choice.quantize,
+                onnx_cache_dir=onnx_cache_dir,
+                **({"precision": choice.precision} if choice.backend == "torch" else {}),
+                **kwargs,
+            )
+        except ModelError as exc:
+            if choice.backend != "onnx":
+                raise
+            # e.g. a read-only model directory or an architecture the exporters cannot handle
+            fallback = choose_inference(onnx_available=False)
+            logger.warning("backend='auto': %s; using %s", exc, fallback.reason)
+            choice = InferenceChoice(
+                fallback.backend, fallback.precision, None, f"{fallback.reason} (ONNX failed: {exc})"
+            )
+            tagger = cls.load(model_dir, allow_pickle, backend="torch", precision=choice.precision, **kwargs)
+        if "single_window" not in kwargs:
+            positions = getattr(tagger.model.config, "max_position_embeddings", AUTO_SINGLE_WINDOW)
+            tagger.single_window = min(AUTO_SINGLE_WINDOW, positions)
+        tagger.choice = choice
+        return tagger
+
     @property
     def labels(self) -> list[str]:
         """The model's BIO tags, in id order."""
@@ -157,7 +228,13 @@ class Tagger:
 
     def encode(self, words: Sequence[Sequence[str]]) -> Windows:
         """The windows of pre-split documents."""
-        return encode_documents(self.tokenizer, words, max_length=self.max_length, stride=self.stride)
+        return encode_sized(
+            self.tokenizer,
+            words,
+            max_length=self.max_length,
+            stride=self.stride,
+            single_window=self.single_window,
+        )
 
     @torch.inference_mode()
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -256,4 +333,3 @@ class Tagger:
         if isinstance(texts, str):
             return self.tag([texts])[0]
         return self.tag(list(texts))
-

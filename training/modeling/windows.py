@@ -126,3 +126,37 @@ def owned_predictions(windows: Windows, window_scores: Sequence, n_words: Sequen
         for position, word in owned:
             per_doc[doc][word] = scores[position]
     return per_doc
+
+
+def token_counts(tokenizer, words: Sequence[Sequence[str]]) -> list[int]:
+    """Subword tokens of each pre-split document, special tokens included (no truncation)."""
+    if not words:
+        return []
+    encoding = tokenizer([list(w) for w in words], is_split_into_words=True, verbose=False)
+    return [len(ids) for ids in encoding["input_ids"]]
+
+
+def encode_sized(
+    tokenizer, words: Sequence[Sequence[str]], *, max_length: int, stride: int, single_window: int
+) -> Windows:
+    """Windows for inference, sized to the documents: a document of at most ``single_window``
+    tokens is read in one window, a longer one in overlapping ``max_length`` windows.
+
+    A short article in one window reads fewer tokens than two overlapping training-size
+    windows (and no word sits near a window edge). ``single_window <= max_length``: plain
+    ``encode_documents``.
+    """
+    if single_window <= max_length:
+        return encode_documents(tokenizer, words, max_length=max_length, stride=stride)
+    counts = token_counts(tokenizer, words)
+    merged = Windows()
+    for fits in (True, False):
+        group = [i for i, n in enumerate(counts) if (n <= single_window) == fits]
+        if not group:
+            continue
+        length = single_window if fits else max_length
+        part = encode_documents(tokenizer, [words[i] for i in group], max_length=length, stride=stride)
+        merged.input_ids += part.input_ids
+        merged.doc_index += [group[d] for d in part.doc_index]
+        merged.owned += part.owned
+    return merged
