@@ -185,3 +185,34 @@ def test_agreement_verb_writes_jsonl_summary_and_report(tmp_path, capsys):
 def test_agreement_verb_rejects_a_source_that_is_neither_file_nor_project(tmp_path, capsys):
     assert main(["agreement", str(tmp_path / "nothing.json"), "--out", str(tmp_path)]) == 2
     assert "neither an export file nor a Label Studio project id" in capsys.readouterr().err
+
+
+def test_agreement_of_a_live_project_with_two_annotators(label_studio, tmp_path, monkeypatch, capsys):
+    from training.labelstudio import client
+
+    connection = label_studio.connection
+    project = client.push_project(connection, "agreement-test").id
+    email = "second-annotator@localhost.localdomain"
+    second = next((u.id for u in connection.sdk.users.list() if u.email == email), None)
+    if second is None:
+        second = connection.sdk.users.create(email=email, username="second-annotator").id
+    first = next(u.id for u in connection.sdk.users.list() if u.id != second)
+    tasks = two_annotator_tasks()
+    for task in tasks:  # the fixture's annotators 1 and 2 become the server's two users
+        for a in task["annotations"]:
+            a["completed_by"] = {1: first, 2: second}.get(a["completed_by"], first)
+    tasks[0]["annotations"] = tasks[0]["annotations"][:2]  # the cancelled one is the first user's too
+    client.push_tasks(connection, project, tasks)
+
+    monkeypatch.setenv("AGREEMENT_KEY", label_studio.token)
+    monkeypatch.chdir(tmp_path)  # the pulled snapshot goes under ./data/snapshots
+    out = tmp_path / "report"
+    argv = ["agreement", str(project), "--url", label_studio.url, "--api-key-env", "AGREEMENT_KEY"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "pulled 4 tasks" in printed
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["tasks"]["compared"] == 3
+    assert sorted(summary["annotators"]) == sorted([str(first), str(second)])
+    assert summary["span_f1"]["overall"]["f1"] == pytest.approx(0.4)  # as from the file
+    assert len((out / "disagreements.jsonl").read_text(encoding="utf-8").splitlines()) == 4

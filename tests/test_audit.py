@@ -141,3 +141,36 @@ def test_audit_ranks_an_injected_type_swap_first(tmp_path, tiny_encoder_dir):
 def test_audit_needs_two_folds(tmp_path):
     with pytest.raises(ConfigError, match="at least 2 folds"):
         audit(load_config(None), folds=1, out=tmp_path)
+
+
+def test_audit_push_top_creates_review_tasks_on_the_server(
+    label_studio, tmp_path, tiny_encoder_dir, monkeypatch
+):
+    from training.cli import main
+    from training.labelstudio import client
+
+    tasks = consistent_tasks(9)
+    tasks[4]["annotations"][0]["result"][0]["value"]["labels"] = ["PERSON"]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks), encoding="utf-8")
+    overrides = tiny_overrides(tiny_encoder_dir, export, tmp_path, training__epochs=1)
+    project = client.push_project(label_studio.connection, "audit-review").id
+    monkeypatch.setenv("AUDIT_KEY", label_studio.token)
+    argv = ["audit", "configs/tiny.yaml", *[x for o in overrides for x in ("--set", o)], "--folds", "3"]
+    argv += ["--out", str(tmp_path / "audit"), "--push-top", "3", "--project", str(project)]
+    argv += ["--url", label_studio.url, "--api-key-env", "AUDIT_KEY"]
+    assert main(argv) == 0
+    findings = [json.loads(line) for line in (tmp_path / "audit" / "findings.jsonl").read_text().splitlines()]
+    expected = sorted({f"audit:{f['doc_id']}" for f in findings[:3]})
+
+    pages = client.iter_task_pages(label_studio.connection, project)
+    pushed = [task for page in pages for task in page]
+    assert sorted(t["data"]["doc_id"] for t in pushed) == expected
+    for task in pushed:
+        assert task["data"]["audit"].startswith("#")
+        assert len(task["annotations"]) == 1 and len(task["predictions"]) == 1
+        prediction = task["predictions"][0]
+        assert prediction["model_version"].startswith("audit-fold-")
+        doc = task["data"]["doc_id"].removeprefix("audit:")
+        best = next(f for f in findings if f["doc_id"] == doc)
+        assert prediction["score"] == pytest.approx(best["score"])
