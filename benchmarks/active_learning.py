@@ -21,13 +21,14 @@ Every strategy starts from the same ``--start`` articles of a seed (one shared f
 and ``--seeds`` repeat the whole loop. ``--pool-sample N`` scores only N random unlabelled
 articles each round (the usual subsampled pool: cheaper, and the choice among them is the
 strategy's). Each model trains for ``--epochs``, but at least ``--min-steps`` optimizer steps,
-so the first, smallest rounds are not starved; the checkpoint is chosen on the annotated
-articles themselves (a team this small has no validation set).
+so the first, smallest rounds are not starved; the model after the last step is used (no
+per-epoch evaluation or checkpoint: a team this small has no validation set).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import shutil
@@ -41,6 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmark_results import finish  # noqa: E402  (this folder)
+
+from training.schema import BIO_TAGS  # noqa: E402
+from training.text import tags_to_spans  # noqa: E402
 
 STRATEGIES = ("random", "uncertainty", "entity")
 
@@ -56,6 +60,35 @@ def choose(
     else:
         key = {i: min((e.score for e in scored[i][0]), default=scored[i][1]) for i in candidates}
     return sorted(candidates, key=lambda i: (key[i], i))[:n]
+
+
+def cut(row: dict, words: int) -> dict:
+    """A dataset row cut after its first ``words`` words (entities past the cut dropped)."""
+    if len(row["tokens"]) <= words:
+        return row
+    end = row["token_spans"][words - 1][1]
+    tags = list(row["ner_tags"][:words])
+    if words < len(row["ner_tags"]) and BIO_TAGS[row["ner_tags"][words]].startswith("I-"):
+        # An entity that runs past the cut is dropped, not shortened into a wrong span.
+        i = words - 1
+        while i >= 0 and BIO_TAGS[tags[i]] != "O":
+            tag, tags[i] = BIO_TAGS[tags[i]], 0
+            i -= 1
+            if tag.startswith("B-"):
+                break
+    spans = row["token_spans"][:words]
+    entities = [
+        {"start": s.start, "end": s.end, "label": s.label}
+        for s in tags_to_spans(spans, [BIO_TAGS[t] for t in tags])
+    ]
+    return {
+        **row,
+        "text": row["text"][:end],
+        "tokens": row["tokens"][:words],
+        "token_spans": spans,
+        "ner_tags": tags,
+        "entities": entities,
+    }
 
 
 class Loop:
@@ -77,6 +110,8 @@ class Loop:
         self.config = load_config(args.config, overrides)
         self.args, self.work = args, work
         dataset, _ = build_from_config(self.config.data, save=False)
+        if args.max_words:
+            dataset = dataset.map(lambda row: cut(row, args.max_words))
         self.pool, self.test = dataset["train"], list(dataset["test"])
         self.model_path = resolve_model(self.config.model.name)
         self.tokenizer = load_tokenizer(self.model_path, self.config.model.case_markers)
@@ -85,6 +120,7 @@ class Loop:
     def train(self, labelled: list[int]):
         """A Tagger trained from scratch on the pool articles ``labelled``, and its test F1."""
         from datasets import DatasetDict
+        from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
         from training.evaluation.scores import evaluate_tagger
         from training.inference.tagger import Tagger
@@ -97,14 +133,13 @@ class Loop:
         epochs = max(self.args.epochs, self.args.min_steps / steps_per_epoch)
         training = config.training.model_copy(update={"epochs": epochs, "seed": self.args.current_seed})
         run_dir = self.work / f"run-{self.trainings}"
-        trainer, _ = build_trainer(
-            config.model,
-            self.model_path,
-            self.tokenizer,
-            dataset,
-            training_arguments(training, run_dir),
-            None,
-        )
+        arguments = training_arguments(training, run_dir)
+        # No per-epoch evaluation or checkpoint: the model after the last step is the round's
+        # model (a team this small has no validation set, and the saves cost as much as steps).
+        arguments.eval_strategy = IntervalStrategy.NO
+        arguments.save_strategy = SaveStrategy.NO
+        arguments.load_best_model_at_end = False
+        trainer, _ = build_trainer(config.model, self.model_path, self.tokenizer, dataset, arguments, None)
         trainer.train()
         shutil.rmtree(run_dir, ignore_errors=True)
         self.trainings += 1
@@ -158,6 +193,27 @@ def run(args: argparse.Namespace) -> dict:
     return {"articles": sizes, "curves": {s: {str(k): v for k, v in c.items()} for s, c in curves.items()}}
 
 
+def merge(runs: list[dict]) -> dict:
+    """One result from runs of the same settings with different seeds (run one process per seed)."""
+    first = runs[0]
+    for other in runs[1:]:
+        same = {k: v for k, v in other["settings"].items() if k != "seeds"}
+        if (
+            same != {k: v for k, v in first["settings"].items() if k != "seeds"}
+            or other["articles"] != first["articles"]
+        ):
+            raise SystemExit("runs with different settings cannot be merged")
+    curves = {s: {seed: c for run in runs for seed, c in run["curves"][s].items()} for s in first["curves"]}
+    return {
+        "articles": first["articles"],
+        "curves": curves,
+        "seconds": sum(run["seconds"] for run in runs),
+        "cpu_seconds": sum(run["cpu_seconds"] for run in runs),
+        "settings": {**first["settings"], "seeds": sorted(int(s) for s in next(iter(curves.values())))},
+        "runs": len(runs),
+    }
+
+
 def articles_to_reach(sizes: list[int], mean_curve: list[float], target: float) -> int | None:
     """The fewest articles at which the mean curve reaches ``target`` (None: never)."""
     return next((n for n, f1 in zip(sizes, mean_curve) if f1 >= target), None)
@@ -202,21 +258,30 @@ def main() -> int:
     parser.add_argument(
         "--pool-sample", type=int, default=0, help="score N random unlabelled articles (0: all)"
     )
+    parser.add_argument("--max-words", type=int, default=0, help="cut every article after N words (0: whole)")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="RUN.json", help="only merge runs (other seeds) and plot"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", metavar="OUT.json")
     parser.add_argument("--plot", metavar="OUT.png")
     args = parser.parse_args()
 
-    if args.threads:
-        import torch
+    if args.merge:
+        results = merge([json.loads(Path(p).read_text()) for p in args.merge])
+        args.seeds = results["settings"]["seeds"]
+    else:
+        if args.threads:
+            import torch
 
-        torch.set_num_threads(args.threads)
-    began, cpu_began = time.perf_counter(), time.process_time()
-    results = run(args)
-    results["seconds"] = round(time.perf_counter() - began, 1)
-    results["cpu_seconds"] = round(time.process_time() - cpu_began, 1)
-    results["settings"] = {k: v for k, v in vars(args).items() if k not in ("json", "plot", "current_seed")}
+            torch.set_num_threads(args.threads)
+        began, cpu_began = time.perf_counter(), time.process_time()
+        results = run(args)
+        results["seconds"] = round(time.perf_counter() - began, 1)
+        results["cpu_seconds"] = round(time.process_time() - cpu_began, 1)
+        skip = ("json", "plot", "current_seed", "merge")
+        results["settings"] = {k: v for k, v in vars(args).items() if k not in skip}
     sizes = results["articles"]
     means = {
         s: [statistics.mean(c[r] for c in per_seed.values()) for r in range(len(sizes))]
@@ -232,9 +297,13 @@ def main() -> int:
         results["articles_to_reach_random_final_f1"] = {"target": target, **reach}
         print(f"articles to reach random's final mean F1 {target:.3f}: {reach}")
     print(f"{results['seconds']:.0f} s wall, {results['cpu_seconds']:.0f} s CPU")
+    if args.merge:  # the plot's title tells the settings of the runs
+        for name in ("epochs", "min_steps", "max_length", "pool_sample", "max_words"):
+            setattr(args, name, results["settings"][name])
     if args.plot:
         settings = (
             f"{len(args.seeds)} seeds; epochs >= {args.epochs:g} (>= {args.min_steps} steps); "
+            f"articles cut to {args.max_words or 'all'} words; "
             f"max_length {args.max_length}; pool sample {args.pool_sample or 'all'}; band: min-max of seeds"
         )
         plot(results, Path(args.plot), settings)
