@@ -174,3 +174,11 @@ def test_audit_push_top_creates_review_tasks_on_the_server(
         doc = task["data"]["doc_id"].removeprefix("audit:")
         best = next(f for f in findings if f["doc_id"] == doc)
         assert prediction["score"] == pytest.approx(best["score"])
+
+
+def test_push_top_without_a_project_fails_before_any_training(tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["audit", "configs/tiny.yaml", "--out", str(tmp_path), "--push-top", "5"]) == 2
+    assert "--push-top needs --project" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -421,11 +421,11 @@ def cmd_agreement(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from training.audit import audit, push_findings
 
+    if args.push_top and args.project is None:  # before hours of training, not after
+        raise ConfigError("--push-top needs --project ID (the project that gets the review tasks)")
     result = audit(_config(args), folds=args.folds, out=Path(args.out))
     print(result.summary())
     if args.push_top:
-        if args.project is None:
-            raise ConfigError("--push-top needs --project ID (the project that gets the review tasks)")
         pushed = push_findings(_connection(args), args.project, result, args.push_top)
         print(
             f"project {args.project}: {pushed.imported} review tasks created,"
