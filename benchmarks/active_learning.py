@@ -303,7 +303,7 @@ def main() -> int:
     if args.plot:
         settings = (
             f"{len(args.seeds)} seeds; epochs >= {args.epochs:g} (>= {args.min_steps} steps); "
-            f"articles cut to {args.max_words or 'all'} words; "
+            f"\narticles cut to {args.max_words or 'all'} words; "
             f"max_length {args.max_length}; pool sample {args.pool_sample or 'all'}; band: min-max of seeds"
         )
         plot(results, Path(args.plot), settings)
