@@ -25,9 +25,10 @@ ALLOWED = {
     "data": BASE | {"text", "config"},
     "modeling": {"errors"},
     "inference": BASE | {"text", "config", "modeling"},
-    "evaluation": BASE | {"text", "config"},
+    "evaluation": BASE | {"text", "config", "data"},
     "labelstudio": BASE | {"text", "config", "data", "inference"},
     "train": BASE | {"text", "config", "data", "modeling", "inference", "evaluation", "labelstudio"},
+    "audit": BASE | {"text", "config", "data", "modeling", "inference", "evaluation", "labelstudio", "train"},
 }
 
 
@@ -80,6 +81,12 @@ def test_label_studio_verbs_do_not_import_torch(argv):
     loaded = _modules_loaded_by(_verb(*argv))
     if "--help" not in argv:
         assert "training.labelstudio.client" in loaded  # the verb really ran
+    assert "torch" not in loaded and "transformers" not in loaded
+
+
+def test_agreement_verb_does_not_import_torch(tmp_path):
+    loaded = _modules_loaded_by(_verb("agreement", str(tmp_path / "missing.json"), "--out", str(tmp_path)))
+    assert "training.evaluation.agreement" in loaded  # the verb really ran
     assert "torch" not in loaded and "transformers" not in loaded
 
 

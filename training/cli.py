@@ -11,6 +11,8 @@ labelstudio start|stop|status   the local Label Studio server (127.0.0.1)
 push project|tasks|predictions  send a project, tasks, pre-annotations to Label Studio
 pull --project ID         snapshot a project's annotated tasks under data/snapshots/
 serve MODEL_DIR           serve a model as a Label Studio ML backend
+agreement SOURCE          inter-annotator agreement of an export or a project (span F1, kappa)
+audit CONFIG              cross-validated predictions -> ranked likely annotation errors
 
 Each verb imports what it needs when it runs: torch only for the verbs that run a model.
 """
@@ -400,6 +402,61 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source_tasks(args: argparse.Namespace):
+    """The tasks of SOURCE: an export file, or a project id (pulled into a snapshot first)."""
+    from training.data.export import iter_export
+
+    path = Path(args.source)
+    if path.is_file():
+        return iter_export(path)
+    if not args.source.isdigit():
+        raise DataError(f"{args.source}: neither an export file nor a Label Studio project id")
+    from training.config import LabelStudioSource
+    from training.labelstudio.client import pull_source, summary
+
+    snapshot = pull_source(
+        LabelStudioSource(url=args.url, project=int(args.source), api_key_env=args.api_key_env)
+    )
+    print(f"pulled {summary(snapshot)}")
+    return iter_export(snapshot.export_path)
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from training.evaluation.agreement import agreement
+    from training.evaluation.report import agreement_html, write_page
+
+    options = DataConfig(text_field=args.text_field, invalid_spans="drop")
+    result = agreement(_source_tasks(args), options)
+    print(result.summary())
+    summary = result.to_dict()
+    page = write_page(
+        args.out,
+        f"Annotator agreement: {args.source}",
+        agreement_html(summary, result.disagreements),
+        "disagreements.jsonl",
+        result.disagreements,
+        summary,
+    )
+    print(f"report: {page} (disagreements: {Path(args.out) / 'disagreements.jsonl'})")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from training.audit import audit, push_findings
+
+    if args.push_top and args.project is None:  # before hours of training, not after
+        raise ConfigError("--push-top needs --project ID (the project that gets the review tasks)")
+    result = audit(_config(args), folds=args.folds, out=Path(args.out))
+    print(result.summary())
+    if args.push_top:
+        pushed = push_findings(_connection(args), args.project, result, args.push_top)
+        print(
+            f"project {args.project}: {pushed.imported} review tasks created,"
+            f" {pushed.skipped} already there (same data.doc_id)"
+        )
+    return 0
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -606,6 +663,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     with_server(p)
     p.set_defaults(func=cmd_serve)
+
+    p = verbs.add_parser("agreement", help="inter-annotator agreement: span F1, token kappa, disagreements")
+    p.add_argument("source", metavar="SOURCE", help="a Label Studio export (.json) or a project id")
+    p.add_argument("--out", default="reports/agreement", metavar="DIR", help="report dir (%(default)s)")
+    p.add_argument("--text-field", default=TEXT_FIELD, help="the task data field holding the text")
+    with_server(p)
+    p.set_defaults(func=cmd_agreement)
+
+    p = verbs.add_parser("audit", help="k-fold predictions -> ranked likely annotation errors")
+    with_config(p)
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
+    p.add_argument("--out", default="reports/audit", metavar="DIR", help="report dir (%(default)s)")
+    p.add_argument("--push-top", type=int, default=0, metavar="N", help="push the top N for review")
+    p.add_argument("--project", type=int, metavar="ID", help="with --push-top: the Label Studio project")
+    with_server(p)
+    p.set_defaults(func=cmd_audit)
     return parser
 
 

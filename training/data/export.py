@@ -244,10 +244,26 @@ def task_text(task: dict, field: str, *, allow_blank: bool = False, hint: str = 
     return text
 
 
+def submitted_annotations(task: dict) -> list[dict]:
+    """The task's annotations that count: not cancelled (skipped); empty ones included.
+
+    Drafts are not annotations: Label Studio keeps them apart, in ``task["drafts"]``.
+    """
+    return [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+
+
+def annotator_name(annotation: dict) -> str:
+    """Who made an annotation: ``completed_by`` (a user id, or an object with ``email``/``id``
+    in some exports), else ``annotation <id>``."""
+    user = annotation.get("completed_by")
+    if isinstance(user, dict):
+        user = user.get("email") or user.get("id")
+    return str(user) if user not in (None, "") else f"annotation {annotation.get('id')}"
+
+
 def choose_annotation(task: dict, options: DataConfig) -> dict | None:
     """The annotation that becomes gold: never a cancelled one; ground truth, then latest."""
-    annotations = task.get("annotations") or []
-    usable = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
+    usable = submitted_annotations(task)
     wanted = options.annotation.annotator
     if wanted is not None:
         usable = [
@@ -291,8 +307,7 @@ def _span_set(annotation: dict) -> frozenset:
 
 
 def _annotators_disagree(task: dict) -> bool:
-    usable = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
-    return len({_span_set(a) for a in usable}) > 1
+    return len({_span_set(a) for a in submitted_annotations(task)}) > 1
 
 
 def _span_from_result(
@@ -338,18 +353,16 @@ def _span_from_result(
     return Span(start, end, label)
 
 
-def task_to_document(task: dict, options: DataConfig, report: ConversionReport) -> Document | None:
-    """Convert one task, or exclude it (counted in ``report``); bad spans follow the policy."""
-    name = task_label(task)
-    text = task_text(task, options.text_field, hint="; set data.text_field in the config")
-    data = task["data"]
-    task_id = task.get("id")
-    annotation = choose_annotation(task, options)
-    if annotation is None:
-        report.excluded.append({"task": task_id, "reason": _exclusion_reason(task, options)})
-        return None
-    if _annotators_disagree(task):
-        report.disagreements.append(task_id)
+def annotation_spans(
+    task: dict, annotation: dict, text: str, options: DataConfig, report: ConversionReport
+) -> list[Span]:
+    """The checked spans of one annotation of ``task``: Python offsets, trimmed, no overlaps.
+
+    Results other than ``labels`` (or from another ``from_name``) are counted and skipped; a bad
+    span follows ``options.invalid_spans`` (an error naming task and result, or dropped and
+    counted in ``report``).
+    """
+    name, task_id = task_label(task), task.get("id")
     spans: list[Span] = []
     for n, result in enumerate(annotation.get("result") or []):
         if not isinstance(result, dict):
@@ -367,7 +380,22 @@ def task_to_document(task: dict, options: DataConfig, report: ConversionReport) 
             _invalid(options, report, name, task_id, where, span)
             continue
         spans.append(span)
-    spans = _remove_overlaps(spans, text, options, report, name, task_id)
+    return _remove_overlaps(spans, text, options, report, name, task_id)
+
+
+def task_to_document(task: dict, options: DataConfig, report: ConversionReport) -> Document | None:
+    """Convert one task, or exclude it (counted in ``report``); bad spans follow the policy."""
+    name = task_label(task)
+    text = task_text(task, options.text_field, hint="; set data.text_field in the config")
+    data = task["data"]
+    task_id = task.get("id")
+    annotation = choose_annotation(task, options)
+    if annotation is None:
+        report.excluded.append({"task": task_id, "reason": _exclusion_reason(task, options)})
+        return None
+    if _annotators_disagree(task):
+        report.disagreements.append(task_id)
+    spans = annotation_spans(task, annotation, text, options, report)
     doc_id = str(data.get("doc_id", task_id))
     split = data.get(options.split.field)
     if split is not None and split not in ALL_SPLITS:

@@ -288,21 +288,21 @@ def muc_table(scores: dict) -> str:
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _highlighted_context(record: dict) -> str:
-    """The error's text with its gold and predicted spans marked, every piece escaped."""
-    context = record["context"]
-    start = min(s["start"] for s in (record["gold"], record["predicted"]) if s)
+def highlighted_context(context: dict, marks: Sequence[tuple[dict | None, str]]) -> str:
+    """``context`` (``before``, ``text``, ``after``) with spans marked, every piece escaped.
+
+    ``marks``: ``(span, css class)`` pairs; a span is a dict with ``start`` and ``end`` in the
+    document (None: nothing to mark). ``context["text"]`` starts at the first span's start.
+    """
+    present = [(s, css) for s, css in marks if s]
+    start = min(s["start"] for s, _ in present)
     text = context["text"]
-    marks = [
-        (s["start"] - start, s["end"] - start, css)
-        for s, css in ((record["gold"], "gold"), (record["predicted"], "pred"))
-        if s
-    ]
+    spans = [(s["start"] - start, s["end"] - start, css) for s, css in present]
     # Mark the union character by character: gold, predicted or both (both shows as predicted
     # inside gold), so overlapping spans need no nesting rules.
     pieces, current, run = [], None, ""
     for i, char in enumerate(text):
-        classes = " ".join(css for a, b, css in marks if a <= i < b)
+        classes = " ".join(css for a, b, css in spans if a <= i < b)
         if classes != current:
             if run:
                 pieces.append(f'<mark class="{current}">{_e(run)}</mark>' if current else _e(run))
@@ -313,20 +313,32 @@ def _highlighted_context(record: dict) -> str:
     return f"&hellip;{_e(context['before'])}{''.join(pieces)}{_e(context['after'])}&hellip;"
 
 
-def error_browser(section_id: str, errors: Sequence[dict]) -> str:
-    """Every classified error in one filterable table (kind, label, free text)."""
-    labels = sorted({s["label"] for r in errors for s in (r["gold"], r["predicted"]) if s})
-    kind_options = "".join(f'<option value="{k}">{k}</option>' for k in ERROR_KINDS)
+def _highlighted_context(record: dict) -> str:
+    """An error's text with its gold and predicted spans marked."""
+    return highlighted_context(record["context"], [(record["gold"], "gold"), (record["predicted"], "pred")])
+
+
+def filterable_table(
+    section_id: str,
+    kinds: Sequence[str],
+    header: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[str], Sequence[str]]],
+    legend: str = "",
+    noun: str = "errors",
+) -> str:
+    """A table filtered in place by kind, label and free text (``SCRIPT``'s ``filterErrors``).
+
+    ``rows``: ``(kind, labels, cells)``, the cells already HTML (the last one is the text).
+    """
+    labels = sorted({label for _, row_labels, _ in rows for label in row_labels})
+    kind_options = "".join(f'<option value="{_e(k)}">{_e(k)}</option>' for k in kinds)
     label_options = "".join(f'<option value="{_e(label)}">{_e(label)}</option>' for label in labels)
-    rows = []
-    for r in errors:
-        row_labels = " ".join(sorted({s["label"] for s in (r["gold"], r["predicted"]) if s}))
-        rows.append(
-            f'<tr data-kind="{_e(r["kind"])}" data-labels="{_e(row_labels)}"><td>{_e(r["doc_id"])}</td>'
-            f"<td>{_e(r['kind'])}</td><td>{_e(r['gold']['label']) if r['gold'] else '-'}</td>"
-            f"<td>{_e(r['predicted']['label']) if r['predicted'] else '-'}</td>"
-            f'<td class="text">{_highlighted_context(r)}</td></tr>'
-        )
+    body = "".join(
+        f'<tr data-kind="{_e(kind)}" data-labels="{_e(" ".join(sorted(set(row_labels))))}">'
+        + "".join(f"<td>{cell}</td>" for cell in cells[:-1])
+        + f'<td class="text">{cells[-1]}</td></tr>'
+        for kind, row_labels, cells in rows
+    )
     on_change = f"filterErrors('{section_id}')"
     return (
         f'<div id="{section_id}"><div class="filters">'
@@ -335,13 +347,180 @@ def error_browser(section_id: str, errors: Sequence[dict]) -> str:
         f'<select class="label" onchange="{on_change}"><option value="">all labels</option>'
         f"{label_options}</select>"
         f'<input class="search" placeholder="search text" oninput="{on_change}">'
-        f'<span><span class="shown">{len(errors)}</span> of {len(errors)} errors shown</span></div>'
+        f'<span><span class="shown">{len(rows)}</span> of {len(rows)} {noun} shown</span></div>'
+        f"{legend}"
+        '<table class="errors"><thead><tr>'
+        + "".join(f"<th>{_e(h)}</th>" for h in header)
+        + f"</tr></thead><tbody>{body}</tbody></table></div>"
+    )
+
+
+def _label(span: dict | None) -> str:
+    return _e(span["label"]) if span else "-"
+
+
+def error_browser(section_id: str, errors: Sequence[dict]) -> str:
+    """Every classified error in one filterable table (kind, label, free text)."""
+    rows = [
+        (
+            r["kind"],
+            [s["label"] for s in (r["gold"], r["predicted"]) if s],
+            [
+                _e(r["doc_id"]),
+                _e(r["kind"]),
+                _label(r["gold"]),
+                _label(r["predicted"]),
+                _highlighted_context(r),
+            ],
+        )
+        for r in errors
+    ]
+    legend = (
         '<p class="muted"><mark class="gold">gold span</mark> <mark class="pred">predicted span</mark> '
         '<mark class="gold pred">both</mark></p>'
-        '<table class="errors"><thead><tr><th>document</th><th>kind</th><th>gold</th><th>predicted</th>'
-        "<th>text</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
+    return filterable_table(
+        section_id, ERROR_KINDS, ["document", "kind", "gold", "predicted", "text"], rows, legend
+    )
+
+
+def agreement_html(summary: dict, records: Sequence[dict]) -> str:
+    """The agreement section: span F1 per label and per pair, token kappa, annotators, disagreements.
+
+    ``summary``: ``Agreement.to_dict()``; ``records``: its disagreements.
+    """
+    spans, tokens, tasks = summary["span_f1"], summary["token_kappa"], summary["tasks"]
+    not_counted = summary["annotations_not_counted"]
+    label_rows = "".join(
+        f"<tr><td>{_e(label)}</td><td>{_f(leaf['f1'])}</td><td>{leaf['agreed']}</td><td>{leaf['spans']}</td></tr>"
+        for label, leaf in spans["per_label"].items()
+    )
+    o = spans["overall"]
+    label_rows += (
+        f'<tr class="total"><td>all labels</td><td>{_f(o["f1"])}</td><td>{o["agreed"]}</td>'
+        f"<td>{o['spans']}</td></tr>"
+    )
+    kappas = {tuple(p["annotators"]): p["kappa"] for p in tokens["pairs"]}
+    pair_rows = "".join(
+        f"<tr><td>{_e(p['annotators'][0])}</td><td>{_e(p['annotators'][1])}</td><td>{p['tasks']}</td>"
+        f"<td>{_f(p['f1'])}</td><td>{_f(kappas.get(tuple(p['annotators'])))}</td></tr>"
+        for p in spans["pairs"]
+    )
+    annotator_rows = "".join(
+        f"<tr><td>{_e(name)}</td><td>{entry['tasks']}</td><td>{entry['spans']}</td>"
+        f'<td class="text">{_e(", ".join(f"{k} {v}" for k, v in entry["per_label"].items()))}</td></tr>'
+        for name, entry in summary["annotators"].items()
+    )
+    rows = [
+        (
+            r["kind"],
+            [s["label"] for s in (r["first"], r["second"]) if s],
+            [
+                _e(r["doc_id"]),
+                _e(r["kind"]),
+                f"{_e(r['annotators'][0])}: {_label(r['first'])}",
+                f"{_e(r['annotators'][1])}: {_label(r['second'])}",
+                highlighted_context(r["context"], [(r["first"], "gold"), (r["second"], "pred")]),
+            ],
+        )
+        for r in records
+    ]
+    legend = (
+        '<p class="muted"><mark class="gold">first annotator</mark> '
+        '<mark class="pred">second annotator</mark> '
+        '<mark class="gold pred">both</mark></p>'
+    )
+    measure = "Cohen's" if tokens["measure"] == "cohen" else "Fleiss'"
+    return (
+        "<section><h2>Inter-annotator agreement</h2>"
+        f"<p>{tasks['compared']} of {tasks['read']} tasks have two or more annotators and are compared "
+        f"({tasks['single_annotator']} have one, {tasks['no_annotation']} none). Not counted: "
+        f"{not_counted['cancelled']} cancelled annotations, {not_counted['drafts']} drafts, "
+        f"{not_counted['repeated']} earlier annotations by the same annotator; "
+        f"{summary['empty_annotations']} empty annotations count (no entity found).</p>"
+        f"<p><b>Exact-span F1</b> (pairwise): {_f(o['f1'])}. <b>Token {measure} kappa</b> "
+        f"(BIO tags of {tokens['words']} words): {_f(tokens['kappa'])}.</p>"
+        "<h3>Span F1 per label</h3><table><thead><tr><th>label</th><th>F1</th><th>agreed</th>"
+        f"<th>spans (both annotators)</th></tr></thead><tbody>{label_rows}</tbody></table>"
+        "<h3>Pairs of annotators</h3><table><thead><tr><th>first</th><th>second</th><th>tasks</th>"
+        f"<th>span F1</th><th>token kappa (Cohen)</th></tr></thead><tbody>{pair_rows}</tbody></table>"
+        "<h3>Annotators</h3><table><thead><tr><th>annotator</th><th>tasks compared</th><th>spans</th>"
+        f"<th>per label</th></tr></thead><tbody>{annotator_rows}</tbody></table>"
+        f"<h3>Disagreements ({len(records)})</h3>"
+        + filterable_table(
+            "disagreements",
+            ["type", "boundary", "only_first", "only_second"],
+            ["document", "kind", "first", "second", "text"],
+            rows,
+            legend,
+            noun="disagreements",
+        )
+        + "</section>"
+    )
+
+
+def audit_html(summary: dict, findings: Sequence[dict]) -> str:
+    """The audit section: how the predictions were made and the ranked likely annotation errors."""
+    rows = [
+        (
+            f["kind"],
+            [s["label"] for s in (f["gold"], f["suggested"]) if s],
+            [
+                str(f["rank"]),
+                f"{f['score']:.3f}",
+                _e(f["doc_id"]),
+                _e(f["kind"]),
+                _label(f["gold"]),
+                _label(f["suggested"]),
+                highlighted_context(f["context"], [(f["gold"], "gold"), (f["suggested"], "pred")]),
+            ],
+        )
+        for f in findings
+    ]
+    counts = ", ".join(f"{_e(k)} {v}" for k, v in summary["kinds"].items())
+    legend = (
+        '<p class="muted"><mark class="gold">annotated span</mark> '
+        '<mark class="pred">model suggestion</mark> '
+        '<mark class="gold pred">both</mark></p>'
+    )
+    return (
+        "<section><h2>Likely annotation errors</h2>"
+        f"<p>{summary['documents']} documents, each predicted by a model trained without it "
+        f"({summary['folds']}-fold cross-validation, {_e(summary['model'])}). {len(findings)} candidates "
+        f"({counts}), most confident first: the score is the model's probability for its own reading "
+        "(for an annotated span it does not predict: one minus its probability for the annotation's "
+        "tags).</p>"
+        + filterable_table(
+            "audit",
+            ["missing", "extra", "wrong_type", "wrong_boundary"],
+            ["rank", "score", "document", "kind", "annotated", "model", "text"],
+            rows,
+            legend,
+            noun="candidates",
+        )
+        + "</section>"
+    )
+
+
+def page_html(title: str, body: str) -> str:
+    """A whole report page around ``body`` (the shared style and table filter)."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>"
+        f"<body><h1>{_e(title)}</h1>{body}</body></html>\n"
+    )
+
+
+def write_page(
+    directory: str | Path, title: str, body: str, records_name: str, records: Sequence[dict], summary: dict
+) -> Path:
+    """Write ``index.html``, ``records_name`` (JSONL) and ``summary.json`` into ``directory`` (atomically)."""
+    directory = Path(directory)
+    page = page_html(title, body)
+    write_atomically(directory / "index.html", lambda target: target.write_text(page, encoding="utf-8"))
+    write_jsonl(directory / records_name, records)
+    write_json(directory / "summary.json", summary)
+    return directory / "index.html"
 
 
 def comparison_html(comparison: dict) -> str:
@@ -424,11 +603,7 @@ def render_html(
     body = "".join(model_html(n, model) for n, model in enumerate(models))
     if comparison is not None:
         body = comparison_html(comparison) + body
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>"
-        f"<body><h1>{_e(title)}</h1>{body}</body></html>\n"
-    )
+    return page_html(title, body)
 
 
 def write_report(

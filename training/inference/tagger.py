@@ -70,6 +70,18 @@ class Entity:
         return asdict(self)
 
 
+def tagged_entities(
+    text: str, word_spans: Sequence[Sequence[int]], tagged: Sequence[tuple[str, float]]
+) -> list[Entity]:
+    """The entities of decoded words (``(tag, probability)`` per word); score: mean tag probability."""
+    entities = []
+    for first, last, label in tags_to_word_ranges([tag for tag, _ in tagged]):
+        start, end = word_spans[first][0], word_spans[last][1]
+        score = sum(p for _, p in tagged[first : last + 1]) / (last - first + 1)
+        entities.append(Entity(label, start, end, text[start:end], round(score, 4)))
+    return entities
+
+
 class Tagger:
     """Entity tagger over a token-classification model and its fast tokenizer."""
 
@@ -275,6 +287,28 @@ class Tagger:
                 results[i] = probabilities[row, : len(windows.input_ids[i])]
         return results
 
+    def word_probabilities(self, words: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Per document, the words x tags probabilities (each word read from the window where
+        it is most central)."""
+        if not words:
+            return []
+        windows = self.encode(words)
+        per_word = owned_predictions(windows, self.window_probabilities(windows), [len(w) for w in words])
+        return [word_probabilities(rows, self.labels) for rows in per_word]
+
+    def decode_words(
+        self, probabilities: np.ndarray, words: Sequence[str], line_start: Sequence[bool] | None = None
+    ) -> list[tuple[str, float]]:
+        """One document's decoded BIO tags and their probabilities, with this tagger's decoding."""
+        return decode(
+            probabilities,
+            self.labels,
+            decoding=self.decoding,
+            words=words,
+            line_start=line_start,
+            constraints=self.constraints,
+        )
+
     def predict_words(
         self, words: Sequence[Sequence[str]], line_start: Sequence[Sequence[bool]] | None = None
     ) -> list[list[tuple[str, float]]]:
@@ -283,23 +317,10 @@ class Tagger:
         ``line_start`` (per document, per word: a line break precedes it) keeps entities from
         crossing lines; without it only the BIO and punctuation rules apply.
         """
-        if not words:
-            return []
-        windows = self.encode(words)
-        per_word = owned_predictions(windows, self.window_probabilities(windows), [len(w) for w in words])
-        results = []
-        for n, (doc_words, rows) in enumerate(zip(words, per_word)):
-            results.append(
-                decode(
-                    word_probabilities(rows, self.labels),
-                    self.labels,
-                    decoding=self.decoding,
-                    words=doc_words,
-                    line_start=line_start[n] if line_start is not None else None,
-                    constraints=self.constraints,
-                )
-            )
-        return results
+        return [
+            self.decode_words(probabilities, doc_words, line_start[n] if line_start is not None else None)
+            for n, (doc_words, probabilities) in enumerate(zip(words, self.word_probabilities(words)))
+        ]
 
     def tag(self, texts: Sequence[str]) -> list[list[Entity]]:
         """Entities of each text in ``texts``."""
@@ -317,15 +338,9 @@ class Tagger:
         predictions = self.predict_words([words for words, _ in split], breaks)
         results = []
         for text, (_, spans), tagged in zip(texts, split, predictions):
-            tags = [tag for tag, _ in tagged]
-            entities = []
-            for first, last, label in tags_to_word_ranges(tags):
-                start, end = spans[first][0], spans[last][1]
-                score = sum(p for _, p in tagged[first : last + 1]) / (last - first + 1)
-                entities.append(Entity(label, start, end, text[start:end], round(score, 4)))
             log_likelihood = sum(math.log(max(p, 1e-12)) for _, p in tagged)
             confidence = math.exp(log_likelihood / len(tagged)) if tagged else 1.0
-            results.append((entities, round(confidence, 6)))
+            results.append((tagged_entities(text, spans, tagged), round(confidence, 6)))
         return results
 
     def __call__(self, texts: str | Sequence[str]) -> list[Entity] | list[list[Entity]]:
