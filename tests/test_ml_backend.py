@@ -28,7 +28,10 @@ def test_health_setup_and_versions_name_the_model_version(backend, tiny_model_di
     assert health["status"] == "UP" and health["model_version"] == predictor.version
     setup = httpx.post(f"{url}/setup", json={"project": "1.0", "schema": "<View/>", "access_token": "x"})
     assert setup.json() == {"model_version": predictor.version}
-    assert httpx.get(f"{url}/versions").json() == {"current": predictor.version, "versions": [predictor.version]}
+    assert httpx.get(f"{url}/versions").json() == {
+        "current": predictor.version,
+        "versions": [predictor.version],
+    }
 
 
 def test_predict_answers_one_scored_prediction_per_task(backend):

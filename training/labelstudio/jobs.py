@@ -359,7 +359,7 @@ class JobManager:
         return summarize_comparison(json.loads(out.read_text(encoding="utf-8")), candidate, serving, split)
 
     def _decide(self, job: Job, job_dir: Path, comparison: dict) -> None:
-        promote = comparison["difference"]["difference"] >= -self.settings.margin
+        promote = should_promote(comparison, self.settings.margin)
         comparison["rule"] = f"promote when candidate F1 - serving F1 >= -{self.settings.margin:g}"
         if not promote:
             self._update(
@@ -428,6 +428,12 @@ def summarize_comparison(payload: dict, candidate: Path, serving: Path, split: s
         "difference": paired["strict"],
         "bootstrap": comparison["bootstrap"],
     }
+
+
+def should_promote(comparison: dict, margin: float = 0.0) -> bool:
+    """Whether the candidate is not worse: its strict micro F1 minus the serving model's is at
+    least ``-margin`` on the same documents (``summarize_comparison``'s dict)."""
+    return comparison["difference"]["difference"] >= -margin
 
 
 def _interval(leaf: dict, key: str = "f1") -> str:
