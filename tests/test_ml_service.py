@@ -289,3 +289,29 @@ def test_restore_swaps_versions_while_requests_keep_being_answered(
     missing = httpx.post(f"{server.url}/versions/nope/restore")
     assert missing.status_code == 404 and "no model version 'nope'" in missing.json()["error"]
     assert httpx.get(f"{server.url}/health").json()["model_version"] == second
+
+
+# --- the serve verb's options ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--auth-user", "ls"], "set the password in $ML_BACKEND_PASSWORD"),
+        (["--batch-wait-ms", "-1"], "--batch-wait-ms: -1.0"),
+        (["--max-body-mb", "0"], "--max-body-mb: 0.0"),
+        (["--train-config", "missing.yaml"], "--train-config missing.yaml: no such file"),
+        (["--train-config", "configs/tiny.yaml"], "not both"),
+        (["--train-config", "configs/from-label-studio.yaml", "--train-every", "0"], "--train-every: 0"),
+    ],
+)
+def test_serve_refuses_bad_options_before_loading_anything(
+    tiny_model_dir, tmp_path, capsys, monkeypatch, extra, message
+):
+    from training.cli import main
+
+    monkeypatch.delenv("ML_BACKEND_PASSWORD", raising=False)
+    store = tmp_path / "store"
+    assert main(["serve", str(tiny_model_dir), "--port", "0", "--store", str(store), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not store.exists()  # nothing written before the options are known to be good

@@ -412,12 +412,12 @@ def _serve_settings(args: argparse.Namespace):
     )
 
 
-def _serve_training(args: argparse.Namespace, store, predictor):
-    """The job manager of ``serve --train-config`` (None without it)."""
+def _training_settings(args: argparse.Namespace, store_dir: str):
+    """``serve --train-config``'s settings, checked before anything is loaded (None without it)."""
     if args.train_config is None:
         return None
-    from training.labelstudio.jobs import JobManager, TrainingSettings
-    from training.labelstudio.ml_backend import activate
+    from training.labelstudio.jobs import TrainingSettings
+    from training.labelstudio.versions import VersionStore
 
     if args.train_every is not None and args.train_every < 1:
         raise ConfigError(f"--train-every: {args.train_every}; give 1 or more annotation events")
@@ -431,10 +431,8 @@ def _serve_training(args: argparse.Namespace, store, predictor):
         train_every=args.train_every,
         debounce_s=args.train_debounce,
     )
-    settings.check(store)
-    return JobManager(
-        store, settings, serving=lambda: predictor.version, promote=lambda v: activate(store, predictor, v)
-    )
+    settings.check(VersionStore(store_dir))
+    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -450,13 +448,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store_dir = args.model_dir
     if store_dir is None and args.train_config is not None:
         store_dir = DEFAULT_STORE
-    store = None
+    training = _training_settings(args, store_dir)
+    store = jobs = None
     if store_dir is None:
         predictor = load_predictor(args.model_dir)
     else:
         store, version = open_store(args.model_dir, store_dir)
         predictor = Predictor(Tagger.load(store.path(version)), version)
-    jobs = _serve_training(args, store, predictor)
+    if training is not None:
+        from training.labelstudio.jobs import JobManager
+        from training.labelstudio.ml_backend import activate
+
+        def promote(version: str) -> None:
+            activate(store, predictor, version)
+
+        jobs = JobManager(store, training, serving=lambda: predictor.version, promote=promote)
     server = make_server(predictor, args.host, args.port, settings=settings, store=store, jobs=jobs)
     backend_url = server.url
     where = f"; versions in {store.root}" if store is not None else ""
