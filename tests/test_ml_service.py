@@ -125,7 +125,13 @@ def test_a_slow_client_gets_a_408_and_does_not_hold_up_others(serve):
         _still_serves(server.url)  # answered while the slow body is still pending
         assert time.monotonic() - started < 1.0
         slow.settimeout(10)
-        reply = slow.recv(4096).decode()
+        reply = b""
+        while b"}" not in reply:  # headers and the JSON body may come in separate segments
+            chunk = slow.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        reply = reply.decode()
     assert reply.startswith("HTTP/1.1 408") and "did not arrive within 1 s" in reply
     _still_serves(server.url)
 
@@ -315,3 +321,25 @@ def test_serve_refuses_bad_options_before_loading_anything(
     assert main(["serve", str(tiny_model_dir), "--port", "0", "--store", str(store), *extra]) == 2
     assert message in capsys.readouterr().err
     assert not store.exists()  # nothing written before the options are known to be good
+
+
+def test_serve_stops_cleanly_on_sigterm(tiny_model_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = tmp_path / "store"
+    command = [sys.executable, "-m", "training", "serve", str(tiny_model_dir), "--port", str(port)]
+    process = subprocess.Popen([*command, "--store", str(store)], stdout=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()
+        assert f"at http://127.0.0.1:{port}; versions in {store}" in first
+        _still_serves(f"http://127.0.0.1:{port}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert (store / "current").read_text().strip() == model_version(tiny_model_dir)

@@ -265,3 +265,41 @@ def test_promotion_rule_reads_the_paired_comparison_of_evaluate(tiny_tagger, tin
     assert f"on {len(rows)} train documents: candidate" in describe(summary)
     with pytest.raises(Exception, match="unexpected comparison order"):
         summarize_comparison(payload, serving, candidate, "train")
+
+
+def test_label_studio_reports_annotations_to_the_backend_through_the_project_webhook(
+    label_studio, tiny_model_dir, tmp_path
+):
+    (tmp_path / "ok.yaml").write_text("training:\n  epochs: 1\n")
+    settings = TrainingSettings(config=tmp_path / "ok.yaml", train_every=100, debounce_s=60)
+    server, store, predictor, jobs = _backend(tmp_path, tiny_model_dir, settings)
+    connection = label_studio.connection
+    project = client.push_project(connection, "ml-webhook").id
+    hook = None
+    try:
+        hook = client.connect_training_webhook(connection, project, f"{server.url}/webhook")
+        assert client.connect_training_webhook(connection, project, f"{server.url}/webhook") == hook  # once
+        text = "Seoul and Paris met."
+        task = client.push_tasks(connection, project, [{"data": {"text": text, "doc_id": "w1"}}]).task_ids[0]
+        result = [
+            {
+                "from_name": "label",
+                "to_name": "text",
+                "type": "labels",
+                "value": {"start": 0, "end": 5, "text": "Seoul", "labels": ["GPE"]},
+            }
+        ]
+        annotation = connection.sdk.annotations.create(id=task, result=result)
+        connection.sdk.annotations.update(id=annotation.id, result=result[:0])
+        deadline = time.monotonic() + 30
+        counted = {}
+        while time.monotonic() < deadline and counted.get(str(project), 0) < 2:
+            counted = httpx.get(f"{server.url}/status").json()["training"]["annotation_events"]
+            time.sleep(0.2)
+        assert counted == {str(project): 2}  # created, then updated
+        assert httpx.get(f"{server.url}/status").json()["training"]["running"] is None  # 2 of 100
+    finally:
+        server.shutdown()
+        if hook is not None:
+            client.remove_webhook(connection, hook)
+    assert connection.sdk.webhooks.list(project=project) == []

@@ -439,7 +439,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
     from training.inference.tagger import Tagger
-    from training.labelstudio.ml_backend import Predictor, load_predictor, make_server, open_store, serve
+    from training.labelstudio.ml_backend import Predictor, load_predictor, make_server, open_store
     from training.labelstudio.versions import is_store
 
     settings = _serve_settings(args)
@@ -467,32 +467,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend_url = server.url
     where = f"; versions in {store.root}" if store is not None else ""
     trains = f"; trains with {args.train_config}" if jobs is not None else ""
-    print(f"ML backend for {predictor.version} at {backend_url}{where}{trains} (Ctrl-C stops it)", flush=True)
-    if args.connect is None:
-        serve(server)
-        return 0
-    from training.labelstudio.client import (
-        connect_ml_backend,
-        connect_training_webhook,
-        disconnect_ml_backend,
-        ml_backend_ids,
-        remove_webhook,
-    )
-
-    # Label Studio calls /health and /setup while connecting: serve first.
-    server.start()
-    connection = _connection(args)
-    auth = (settings.auth_user, settings.auth_password) if settings.auth_user else None
-    already = ml_backend_ids(connection, args.connect, backend_url)
-    backend = connect_ml_backend(connection, args.connect, backend_url, auth=auth)
-    print(f"connected to project {args.connect} as ML backend {backend}", flush=True)
-    webhook = None
-    if jobs is not None and args.train_every is not None:
-        webhook = connect_training_webhook(connection, args.connect, f"{backend_url}/webhook", auth=auth)
-        print(f"project {args.connect} sends annotation events to {backend_url}/webhook", flush=True)
-    # SIGTERM (a service manager, `kill`) ends the process like Ctrl-C does, through the cleanup.
+    # Served from a thread; SIGTERM (a service manager, `kill`) ends the process like Ctrl-C
+    # does, through the cleanup below (a running training job's child is stopped with it).
     signal.signal(signal.SIGTERM, _interrupt)
+    connection = backend = webhook = None
+    already = True
     try:
+        server.start()
+        print(
+            f"ML backend for {predictor.version} at {backend_url}{where}{trains} (Ctrl-C stops it)",
+            flush=True,
+        )
+        if args.connect is not None:
+            from training.labelstudio.client import (
+                connect_ml_backend,
+                connect_training_webhook,
+                ml_backend_ids,
+            )
+
+            # Label Studio calls /health and /setup while connecting: the server is up first.
+            connection = _connection(args)
+            auth = (settings.auth_user, settings.auth_password) if settings.auth_user else None
+            already = bool(ml_backend_ids(connection, args.connect, backend_url))
+            backend = connect_ml_backend(connection, args.connect, backend_url, auth=auth)
+            print(f"connected to project {args.connect} as ML backend {backend}", flush=True)
+            if jobs is not None and args.train_every is not None:
+                webhook = connect_training_webhook(
+                    connection, args.connect, f"{backend_url}/webhook", auth=auth
+                )
+                print(f"project {args.connect} sends annotation events to {backend_url}/webhook", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -500,11 +503,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.shutdown()
         # A registration this process made goes with it, unless asked to stay.
-        if webhook is not None and not args.keep_connected:
-            remove_webhook(connection, webhook)
-        if not already and not args.keep_connected:
-            disconnect_ml_backend(connection, backend)
-            print(f"disconnected ML backend {backend} from project {args.connect}", flush=True)
+        if connection is not None and not args.keep_connected:
+            from training.labelstudio.client import disconnect_ml_backend, remove_webhook
+
+            if webhook is not None:
+                remove_webhook(connection, webhook)
+            if backend is not None and not already:
+                disconnect_ml_backend(connection, backend)
+                print(f"disconnected ML backend {backend} from project {args.connect}", flush=True)
     return 0
 
 

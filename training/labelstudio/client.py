@@ -573,7 +573,7 @@ def connect_training_webhook(
         f"create a webhook of project {project} to {webhook_url}",
         lambda: connection.sdk.webhooks.create(
             url=webhook_url, project=project, actions=ANNOTATION_ACTIONS, send_payload=True,
-            send_for_all_actions=False, headers=headers or None,
+            send_for_all_actions=False, headers=headers,
         ),
     )  # fmt: skip
     return created.id

@@ -565,13 +565,3 @@ def open_store(model_dir: str | Path, store_dir: str | Path) -> tuple[VersionSto
     version = store.add(model_dir)
     store.set_current(version)
     return store, version
-
-
-def serve(server: BackendServer) -> None:
-    """Serve until interrupted (Ctrl-C, SIGTERM), then release everything."""
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
