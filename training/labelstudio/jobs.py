@@ -395,6 +395,8 @@ class JobManager:
             )
             with self._lock:
                 self._process = process
+                if job.id in self._cancelled:  # cancelled while the child was starting
+                    process.terminate()
             self._update(job, pid=process.pid)
             for line in process.stdout:
                 handle.write(line)
