@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 import pytest
 
@@ -18,12 +16,9 @@ def backend(tiny_model_dir):
     """The tiny model served on a free port of 127.0.0.1 for this module."""
     predictor = load_predictor(tiny_model_dir)
     server = make_server(predictor, "127.0.0.1", 0, quiet=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    yield f"http://{host}:{port}", predictor
+    server.start()
+    yield server.url, predictor
     server.shutdown()
-    server.server_close()
 
 
 def test_health_setup_and_versions_name_the_model_version(backend, tiny_model_dir):
@@ -33,7 +28,10 @@ def test_health_setup_and_versions_name_the_model_version(backend, tiny_model_di
     assert health["status"] == "UP" and health["model_version"] == predictor.version
     setup = httpx.post(f"{url}/setup", json={"project": "1.0", "schema": "<View/>", "access_token": "x"})
     assert setup.json() == {"model_version": predictor.version}
-    assert httpx.get(f"{url}/versions").json() == {"versions": [predictor.version]}
+    assert httpx.get(f"{url}/versions").json() == {
+        "current": predictor.version,
+        "versions": [predictor.version],
+    }
 
 
 def test_predict_answers_one_scored_prediction_per_task(backend):

@@ -10,7 +10,7 @@ corpus check|build        the bundled corpus' article files and export
 labelstudio start|stop|status   the local Label Studio server (127.0.0.1)
 push project|tasks|predictions  send a project, tasks, pre-annotations to Label Studio
 pull --project ID         snapshot a project's annotated tasks under data/snapshots/
-serve MODEL_DIR           serve a model as a Label Studio ML backend
+serve MODEL_DIR           serve a model as a Label Studio ML backend; train and swap models from it
 agreement SOURCE          inter-annotator agreement of an export or a project (span F1, kappa)
 audit CONFIG              cross-validated predictions -> ranked likely annotation errors
 
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,9 @@ from training.config import API_KEY_ENV, SNAPSHOT_DIR, URL_ENV, Config, DataConf
 from training.errors import ConfigError, DataError, TrainingError
 from training.inference.archive import DEFAULT_CHUNK_SIZE
 from training.schema import ALL_SPLITS, TEXT_FIELD
+
+# Where serve --train-config keeps model versions and training jobs unless --store says.
+DEFAULT_STORE = Path("models/ml-backend")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -461,40 +465,132 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _serve_settings(args: argparse.Namespace):
+    from training.labelstudio.ml_backend import ServeSettings
+
+    password = None
+    if args.auth_user:
+        password = os.environ.get(args.auth_password_env, "")
+        if not password:
+            raise ConfigError(
+                f"--auth-user {args.auth_user}: set the password in ${args.auth_password_env}"
+                " (never on the command line)"
+            )
+    for name in ("max_body_mb", "body_timeout", "max_tasks", "max_batch_texts"):
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: {getattr(args, name)}; give a positive number")
+    if args.batch_wait_ms < 0:
+        raise ConfigError(f"--batch-wait-ms: {args.batch_wait_ms}; give 0 (no batching) or more")
+    return ServeSettings(
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_tasks=args.max_tasks,
+        body_timeout_s=args.body_timeout,
+        batch_wait_ms=args.batch_wait_ms,
+        max_batch_texts=args.max_batch_texts,
+        auth_user=args.auth_user,
+        auth_password=password,
+    )
+
+
+def _training_settings(args: argparse.Namespace, store_dir: str):
+    """``serve --train-config``'s settings, checked before anything is loaded (None without it)."""
+    if args.train_config is None:
+        return None
+    from training.labelstudio.jobs import TrainingSettings
+    from training.labelstudio.versions import VersionStore
+
+    if args.train_every is not None and args.train_every < 1:
+        raise ConfigError(f"--train-every: {args.train_every}; give 1 or more annotation events")
+    settings = TrainingSettings(
+        config=Path(args.train_config),
+        overrides=tuple(args.train_set or []),
+        url=args.url,
+        api_key_env=args.api_key_env,
+        margin=args.promote_margin,
+        bootstrap=args.bootstrap,
+        train_every=args.train_every,
+        debounce_s=args.train_debounce,
+    )
+    settings.check(VersionStore(store_dir))
+    return settings
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
-    from training.labelstudio.ml_backend import load_predictor, make_server, serve
+    from training.inference.tagger import Tagger
+    from training.labelstudio.ml_backend import Predictor, load_predictor, make_server, open_store
+    from training.labelstudio.versions import is_store
 
-    predictor = load_predictor(args.model_dir)
-    server = make_server(predictor, args.host, args.port)
-    host, port = server.server_address[:2]
-    backend_url = f"http://{host}:{port}"
-    print(f"ML backend for {predictor.version} at {backend_url} (Ctrl-C stops it)", flush=True)
-    if args.connect is None:
-        serve(server)
-        return 0
-    from training.labelstudio.client import connect_ml_backend, disconnect_ml_backend, ml_backend_ids
+    settings = _serve_settings(args)
+    store_dir = args.store
+    if store_dir is None and is_store(args.model_dir):
+        store_dir = args.model_dir
+    if store_dir is None and args.train_config is not None:
+        store_dir = DEFAULT_STORE
+    training = _training_settings(args, store_dir)
+    store = jobs = None
+    if store_dir is None:
+        predictor = load_predictor(args.model_dir)
+    else:
+        store, version = open_store(args.model_dir, store_dir)
+        predictor = Predictor(Tagger.load(store.path(version)), version)
+    if training is not None:
+        from training.labelstudio.jobs import JobManager
+        from training.labelstudio.ml_backend import activate
 
-    # Label Studio calls /health and /setup while connecting: serve first.
-    thread = threading.Thread(target=serve, args=(server,), daemon=True)
-    thread.start()
-    connection = _connection(args)
-    already = ml_backend_ids(connection, args.connect, backend_url)
-    backend = connect_ml_backend(connection, args.connect, backend_url)
-    print(f"connected to project {args.connect} as ML backend {backend}", flush=True)
-    # SIGTERM (a service manager, `kill`) ends the process like Ctrl-C does, through the cleanup.
+        def promote(version: str) -> None:
+            activate(store, predictor, version)
+
+        jobs = JobManager(store, training, serving=lambda: predictor.version, promote=promote)
+    server = make_server(predictor, args.host, args.port, settings=settings, store=store, jobs=jobs)
+    backend_url = server.url
+    where = f"; versions in {store.root}" if store is not None else ""
+    trains = f"; trains with {args.train_config}" if jobs is not None else ""
+    # Served from a thread; SIGTERM (a service manager, `kill`) ends the process like Ctrl-C
+    # does, through the cleanup below (a running training job's child is stopped with it).
     signal.signal(signal.SIGTERM, _interrupt)
+    connection = backend = webhook = None
+    already = True
     try:
-        thread.join()
+        server.start()
+        print(
+            f"ML backend for {predictor.version} at {backend_url}{where}{trains} (Ctrl-C stops it)",
+            flush=True,
+        )
+        if args.connect is not None:
+            from training.labelstudio.client import (
+                connect_ml_backend,
+                connect_training_webhook,
+                ml_backend_ids,
+            )
+
+            # Label Studio calls /health and /setup while connecting: the server is up first.
+            connection = _connection(args)
+            auth = (settings.auth_user, settings.auth_password) if settings.auth_user else None
+            already = bool(ml_backend_ids(connection, args.connect, backend_url))
+            backend = connect_ml_backend(connection, args.connect, backend_url, auth=auth)
+            print(f"connected to project {args.connect} as ML backend {backend}", flush=True)
+            if jobs is not None and args.train_every is not None:
+                webhook = connect_training_webhook(
+                    connection, args.connect, f"{backend_url}/webhook", auth=auth
+                )
+                print(f"project {args.connect} sends annotation events to {backend_url}/webhook", flush=True)
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
-        server.shutdown()
+        pass
     finally:
+        server.shutdown()
         # A registration this process made goes with it, unless asked to stay.
-        if not already and not args.keep_connected:
-            disconnect_ml_backend(connection, backend)
-            print(f"disconnected ML backend {backend} from project {args.connect}", flush=True)
+        if connection is not None and not args.keep_connected:
+            from training.labelstudio.client import disconnect_ml_backend, remove_webhook
+
+            if webhook is not None:
+                remove_webhook(connection, webhook)
+            if backend is not None and not already:
+                disconnect_ml_backend(connection, backend)
+                print(f"disconnected ML backend {backend} from project {args.connect}", flush=True)
     return 0
 
 
@@ -651,8 +747,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_server(p)
     p.set_defaults(func=cmd_pull)
 
-    p = verbs.add_parser("serve", help="serve a model as a Label Studio ML backend")
-    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p = verbs.add_parser("serve", help="serve a model as a Label Studio ML backend (and train from it)")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model directory, or a version store (--store)")
     p.add_argument("--port", type=int, default=9090)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     p.add_argument("--connect", type=int, metavar="PROJECT", help="also connect it to this project")
@@ -662,6 +758,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave the ML backend registered in the project when serve exits (default: removed)",
     )
     with_server(p)
+    p.add_argument(
+        "--store",
+        metavar="DIR",
+        help=f"version store: versions/<version>/ and current (default: MODEL_DIR if it is one; with"
+        f" --train-config {DEFAULT_STORE})",
+    )
+    training = p.add_argument_group("training from Label Studio")
+    training.add_argument("--train-config", metavar="CONFIG", help="train on START_TRAINING with this config")
+    training.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="override for every job")
+    training.add_argument(
+        "--train-every", type=int, metavar="N", help="also train after N annotation events (with --connect)"
+    )
+    training.add_argument(
+        "--train-debounce", type=float, default=30.0, metavar="S",
+        help="... once no annotation event came for S seconds (default: %(default)s)",
+    )  # fmt: skip
+    training.add_argument(
+        "--promote-margin", type=float, default=0.0, metavar="F1",
+        help="promote when candidate F1 >= serving F1 - margin (default: %(default)s)",
+    )  # fmt: skip
+    training.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap samples")
+    service = p.add_argument_group("service")
+    service.add_argument(
+        "--batch-wait-ms", type=float, default=5.0, metavar="MS",
+        help="gather concurrent /predict requests for up to MS ms into one model call (0: no batching)",
+    )  # fmt: skip
+    service.add_argument("--max-batch-texts", type=int, default=32, metavar="N", help="texts per model call")
+    service.add_argument("--max-body-mb", type=float, default=8.0, metavar="MB", help="request size limit")
+    service.add_argument("--max-tasks", type=int, default=100, metavar="N", help="tasks per /predict request")
+    service.add_argument(
+        "--body-timeout", type=float, default=30.0, metavar="S", help="seconds a request body may take"
+    )
+    service.add_argument("--auth-user", metavar="USER", help="require HTTP basic auth with this user")
+    service.add_argument(
+        "--auth-password-env", default="ML_BACKEND_PASSWORD", metavar="VAR",
+        help="environment variable holding the basic auth password (default: %(default)s)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
     p = verbs.add_parser("agreement", help="inter-annotator agreement: span F1, token kappa, disagreements")

@@ -13,6 +13,7 @@ a task duplicates it), so pushing the same export twice imports nothing the seco
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -518,19 +519,29 @@ def disconnect_ml_backend(connection: LabelStudioConnection, backend_id: int) ->
 
 
 def connect_ml_backend(
-    connection: LabelStudioConnection, project: int, backend_url: str, title: str = "training serve"
+    connection: LabelStudioConnection,
+    project: int,
+    backend_url: str,
+    title: str = "training serve",
+    auth: tuple[str, str] | None = None,
 ) -> int:
     """Connect the ML backend at ``backend_url`` to the project (once); its id.
 
     Label Studio checks ``/health`` and ``/setup`` as it connects, and from then on asks the
-    backend for a prediction when an annotator opens a task that has none.
+    backend for a prediction when an annotator opens a task that has none. ``auth`` (user,
+    password): the backend wants HTTP basic auth, which Label Studio then sends.
     """
     existing = ml_backend_ids(connection, project, backend_url)
     if existing:
         return existing[0]
+    options: dict[str, Any] = {}
+    if auth is not None:
+        options = {"auth_method": "BASIC_AUTH", "basic_auth_user": auth[0], "basic_auth_pass": auth[1]}
     created = connection.call(
         f"connect ML backend {backend_url} to project {project}",
-        lambda: connection.sdk.ml.create(project=project, url=backend_url, title=title, is_interactive=False),
+        lambda: connection.sdk.ml.create(
+            project=project, url=backend_url, title=title, is_interactive=False, auto_update=True, **options
+        ),
     )
     connection.call(
         f"turn on predictions for project {project}",
@@ -539,6 +550,40 @@ def connect_ml_backend(
         ),
     )
     return created.id
+
+
+# The project events an ML backend counts for "train after N annotations" (serve --train-every).
+ANNOTATION_ACTIONS = ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED"]
+
+
+def connect_training_webhook(
+    connection: LabelStudioConnection, project: int, webhook_url: str, auth: tuple[str, str] | None = None
+) -> int:
+    """A project webhook that sends annotation events to ``webhook_url`` (once); its id."""
+    hooks = connection.call("list webhooks", lambda: connection.sdk.webhooks.list(project=project))
+    for hook in hooks or []:
+        hook = _as_dict(hook)
+        if hook.get("url") == webhook_url and hook.get("project") == project:
+            return hook["id"]
+    headers = {}
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+    created = connection.call(
+        f"create a webhook of project {project} to {webhook_url}",
+        lambda: connection.sdk.webhooks.create(
+            url=webhook_url, project=project, actions=ANNOTATION_ACTIONS, send_payload=True,
+            send_for_all_actions=False, headers=headers,
+        ),
+    )  # fmt: skip
+    return created.id
+
+
+def remove_webhook(connection: LabelStudioConnection, webhook_id: int) -> None:
+    """Delete a webhook (what ``serve --train-every`` does when it exits)."""
+    connection.call(
+        f"delete webhook {webhook_id}", lambda: connection.sdk.webhooks.delete(id=webhook_id), missing_ok=True
+    )
 
 
 # Pull

@@ -90,10 +90,20 @@ def prediction_result(text: str, entities: Sequence[Entity], names: LabelingName
     ]
 
 
-def predict_texts(tagger: Tagger, texts: Sequence[str], names: LabelingNames, version: str) -> list[dict]:
-    """One prediction per text: ``{"model_version", "score", "result"}``."""
+def as_predictions(
+    texts: Sequence[str],
+    tagged: Sequence[tuple[Sequence[Entity], float]],
+    names: LabelingNames,
+    version: str,
+) -> list[dict]:
+    """One prediction per text from ``Tagger.tag_with_confidence``'s output for ``texts``."""
     return [
         {"model_version": version, "score": confidence, "result": prediction_result(text, entities, names)}
-        for text, (entities, confidence) in zip(texts, tagger.tag_with_confidence(list(texts)))
+        for text, (entities, confidence) in zip(texts, tagged)
     ]
+
+
+def predict_texts(tagger: Tagger, texts: Sequence[str], names: LabelingNames, version: str) -> list[dict]:
+    """One prediction per text: ``{"model_version", "score", "result"}``."""
+    return as_predictions(texts, tagger.tag_with_confidence(list(texts)), names, version)
 
