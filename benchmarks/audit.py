@@ -11,6 +11,10 @@ window length. An injected error counts as found when a candidate in the same do
 overlaps it (the corrupted span, or the dropped one); "right kind" also asks for the kind
 that describes it (wrong_type, missing, wrong_boundary).
 
+The list is ranked two ways: by the audit's score (the model's probability for its reading
+minus its probability for the annotation's) and by ``confidence`` alone (the probability for
+its reading), so the figures show what the margin adds.
+
 Baselines: the same candidate list in random order (expected found in the top N: found
 anywhere in the list x N / list length), and N annotated spans picked at random for review
 (expected: the 40 injected errors that are spans x N / all spans; dropped spans cannot be
@@ -130,11 +134,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", metavar="OUT.json")
+    parser.add_argument("--findings", metavar="OUT.jsonl", help="also write the ranked candidates")
     args = parser.parse_args()
 
     import torch
 
-    from training.audit import audit
+    from training.audit import audit, rank
     from training.config import load_config
 
     if args.threads:
@@ -163,10 +168,18 @@ def main() -> int:
         result = audit(config, folds=args.folds, out=work / "audit")
         seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
     findings = result.findings
+    if args.findings:
+        Path(args.findings).write_text(
+            "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in findings), encoding="utf-8"
+        )
+    by_confidence = rank([{k: v for k, v in f.items() if k != "rank"} for f in findings], by="confidence")
     rows = []
     for error in injected:
         any_rank, right_rank = found_at(findings, error)
-        rows.append({**error, "rank": any_rank, "rank_right_kind": right_rank})
+        confidence_rank, _ = found_at(by_confidence, error)
+        rows.append(
+            {**error, "rank": any_rank, "rank_right_kind": right_rank, "rank_by_confidence": confidence_rank}
+        )
     top = min(args.top, len(findings))
     in_list = sum(r["rank"] is not None for r in rows)
     summary = {
@@ -190,6 +203,7 @@ def main() -> int:
         "found_in_top": {},
         "found_in_list": {},
         "right_kind_in_top": {},
+        "found_in_top_by_confidence": {},
         "random_order_expected_in_top": round(in_list * top / max(1, len(findings)), 1),
         "random_spans_expected": round(2 * args.per_kind * args.top / spans_total, 1),
         "injected": rows,
@@ -201,12 +215,15 @@ def main() -> int:
         summary["right_kind_in_top"][kind] = sum(
             r["rank_right_kind"] is not None and r["rank_right_kind"] <= top for r in mine
         )
+        summary["found_in_top_by_confidence"][kind] = sum(
+            r["rank_by_confidence"] is not None and r["rank_by_confidence"] <= top for r in mine
+        )
     print(f"{result.documents} documents, {len(findings)} candidates, {len(injected)} injected errors")
-    print(f"{'kind':<10} {'top ' + str(args.top):>8} {'right kind':>10} {'anywhere':>9}")
+    print(f"{'kind':<10} {'top ' + str(args.top):>8} {'right kind':>10} {'by conf.':>9} {'anywhere':>9}")
     for kind in (*KINDS, "all"):
         print(
             f"{kind:<10} {summary['found_in_top'][kind]:>8} {summary['right_kind_in_top'][kind]:>10}"
-            f" {summary['found_in_list'][kind]:>9}"
+            f" {summary['found_in_top_by_confidence'][kind]:>9} {summary['found_in_list'][kind]:>9}"
         )
     print(
         f"random order of the same list: {summary['random_order_expected_in_top']} expected in the top {top};"

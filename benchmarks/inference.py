@@ -76,13 +76,18 @@ METHODS = {
     "onnx-int8-sized": {"backend": "onnx", "quantize": "int8", "single_window": SIZED_WINDOW},
     "onnx-int8-b1": {"backend": "onnx", "quantize": "int8", "batch_size": 1},
     "onnx-int8-b8": {"backend": "onnx", "quantize": "int8", "batch_size": 8},
-    "openvino-fp32": {"openvino": None},
-    "openvino-int8": {"openvino": "int8"},
-    "auto": {"backend": "auto"},  # what Tagger.load(backend="auto") picks on this host
+    "openvino-fp32": {"backend": "openvino", "precision": "fp32"},
+    "openvino": {"backend": "openvino"},  # OpenVINO's own precision: bf16 where the CPU has it
+    "openvino-sized": {"backend": "openvino", "single_window": SIZED_WINDOW},
+    "openvino-int8": {"backend": "openvino", "quantize": "int8"},
+    "openvino-int8-sized": {"backend": "openvino", "quantize": "int8", "single_window": SIZED_WINDOW},
+    "openvino-int8-b2": {"backend": "openvino", "quantize": "int8", "batch_size": 2},
+    "openvino-int8-b16": {"backend": "openvino", "quantize": "int8", "batch_size": 16},
+    "auto": {},  # Tagger.load's default: backend="auto", what it picks on this host
 }
 DEFAULT_METHODS = (
     "pipeline,pipeline-bf16w,tagger-fp32,tagger-fp32-sized,tagger-bf16,tagger-bf16w,"
-    "onnx-fp32,onnx-int8,onnx-int8-sized,openvino-fp32"
+    "onnx-fp32,onnx-int8,onnx-int8-sized,openvino,openvino-int8,openvino-int8-sized,auto"
 )
 
 
@@ -98,45 +103,9 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 3) -> float
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
-class OpenVinoClassifier:
-    """An ONNX graph compiled by OpenVINO for the CPU, with the calling shape ``Tagger`` needs."""
-
-    def __init__(self, onnx_path: Path, config, threads: int) -> None:
-        import openvino
-
-        core = openvino.Core()
-        self.compiled = core.compile_model(
-            core.read_model(str(onnx_path)),
-            "CPU",
-            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"},
-        )
-        self.output = self.compiled.output(0)
-        self.config = config
-        self.path = onnx_path
-
-    def __call__(self, input_ids, attention_mask):
-        return self.compiled({"input_ids": input_ids, "attention_mask": attention_mask})[self.output]
-
-
 def load_method(model_dir: Path, options: dict, threads: int) -> Tagger:
-    """The Tagger of one method (OpenVINO: the cached ONNX graph, compiled by OpenVINO)."""
-    if "openvino" not in options:
-        return Tagger.load(model_dir, threads=threads, **options)
-    from transformers import AutoConfig, AutoTokenizer
-
-    from training.inference.onnx_backend import prepare
-
-    graph = prepare(model_dir, quantize=options["openvino"])
-    torch_tagger = Tagger.load(model_dir, precision="fp32")
-    model = OpenVinoClassifier(graph, AutoConfig.from_pretrained(model_dir), threads)
-    return Tagger(
-        model,
-        AutoTokenizer.from_pretrained(model_dir),
-        max_length=torch_tagger.max_length,
-        stride=torch_tagger.stride,
-        decoding=torch_tagger.decoding,
-        batch_size=2,
-    )
+    """The Tagger of one method."""
+    return Tagger.load(model_dir, threads=threads, **options)
 
 
 def token_count(tokenizer, text: str) -> int:

@@ -62,12 +62,19 @@ def test_candidates_are_classified_and_scored_from_the_model_probabilities(monke
     findings, entities = document_findings(row, probabilities, FixedTagger(), fold=2)
     by_kind = {f["kind"]: f for f in findings}
     assert sorted(by_kind) == ["extra", "missing", "wrong_type"]
-    assert by_kind["missing"]["suggested"]["text"] == "Seoul" and by_kind["missing"]["score"] == 0.95
-    assert by_kind["extra"]["gold"]["text"] == "met"
-    assert by_kind["extra"]["score"] == pytest.approx(1 - 0.1)  # 1 - P(B-PERSON) on "met"
+    # score = P(model's tags) - P(annotation's tags), averaged over the words either covers.
+    missing = by_kind["missing"]
+    assert missing["suggested"]["text"] == "Seoul" and missing["suggested"]["score"] == 0.95
+    assert (missing["confidence"], missing["annotation_probability"]) == (0.95, 0.02)  # B-GPE vs O
+    assert missing["score"] == pytest.approx(0.93)
+    extra = by_kind["extra"]
+    assert extra["gold"]["text"] == "met" and extra["suggested"] is None
+    assert (extra["confidence"], extra["annotation_probability"]) == (0.8, 0.1)  # O vs B-PERSON
+    assert extra["score"] == pytest.approx(0.7)
     wrong = by_kind["wrong_type"]
-    assert (wrong["gold"]["label"], wrong["suggested"]["label"], wrong["score"]) == ("GPE", "PERSON", 0.7)
-    assert wrong["annotation_probability"] == pytest.approx(0.2) and wrong["fold"] == 2
+    assert (wrong["gold"]["label"], wrong["suggested"]["label"]) == ("GPE", "PERSON")
+    assert (wrong["confidence"], wrong["annotation_probability"]) == (0.7, 0.2) and wrong["fold"] == 2
+    assert wrong["score"] == pytest.approx(0.5)
     ranked = rank(findings)
     assert [f["kind"] for f in ranked] == ["missing", "extra", "wrong_type"]
     assert [f["rank"] for f in ranked] == [1, 2, 3]
@@ -173,7 +180,7 @@ def test_audit_push_top_creates_review_tasks_on_the_server(
         assert prediction["model_version"].startswith("audit-fold-")
         doc = task["data"]["doc_id"].removeprefix("audit:")
         best = next(f for f in findings if f["doc_id"] == doc)
-        assert prediction["score"] == pytest.approx(best["score"])
+        assert prediction["score"] == pytest.approx(max(0.0, best["score"]))
 
 
 def test_push_top_without_a_project_fails_before_any_training(tmp_path, capsys):

@@ -34,12 +34,14 @@ CASES = {
     "emoji": ("Hello 😀 Secretary General Lars Løkke met officials.", ["Secretary General", "Lars Løkke"]),
     "flag": ("Ties with 🇯🇵 Japan and 🇵🇬 Papua New Guinea grew.", ["Japan", "Papua New Guinea"]),
     "zwj": ("Rescuers 👨🏻‍🚒 from Tokyo and 👩‍👩‍👧 Osaka helped.", ["Tokyo", "Osaka"]),
-    "crlf": ("KUALA LUMPUR, May 2 —\r\nThe U.S. and Malaysia met.\r\nGilberto Teodoro Jr. spoke.", [
-        "KUALA LUMPUR", "May 2", "U.S.", "Malaysia", "Gilberto Teodoro Jr."
-    ]),
-    "quotes": ("The “Pukpuk Treaty” was signed in ‘Port Moresby’ on Monday.", [
-        "Pukpuk Treaty", "Port Moresby", "Monday"
-    ]),
+    "crlf": (
+        "KUALA LUMPUR, May 2 —\r\nThe U.S. and Malaysia met.\r\nGilberto Teodoro Jr. spoke.",
+        ["KUALA LUMPUR", "May 2", "U.S.", "Malaysia", "Gilberto Teodoro Jr."],
+    ),
+    "quotes": (
+        "The “Pukpuk Treaty” was signed in ‘Port Moresby’ on Monday.",
+        ["Pukpuk Treaty", "Port Moresby", "Monday"],
+    ),
 }
 LABELS = {
     "Secretary General": "ROLE", "Lars Løkke": "PERSON", "Gilberto Teodoro Jr.": "PERSON",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import numpy as np
@@ -11,7 +12,13 @@ import torch
 from training.errors import ModelError
 from training.inference.tagger import Tagger
 from training.modeling import hardware
-from training.modeling.hardware import choose_inference, cpu_flags, cpu_has_fast_bf16, cpu_model
+from training.modeling.hardware import (
+    choose_inference,
+    cpu_flags,
+    cpu_has_fast_bf16,
+    cpu_model,
+    inference_choices,
+)
 from training.modeling.windows import encode_documents, encode_sized, token_counts
 
 AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
@@ -33,22 +40,30 @@ def test_cpu_flags_and_model_are_read_from_cpuinfo(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("flags", "onnx", "expected"),
+    ("flags", "onnx", "openvino", "expected"),
     [
-        (AMX, True, ("torch", "bf16", None)),
-        (AVX512_BF16, True, ("onnx", "fp32", "int8")),
-        (AVX2, True, ("onnx", "fp32", "int8")),
-        (AMX, False, ("torch", "bf16", None)),
-        (AVX512_BF16, False, ("torch", "bf16", None)),
-        (AVX2, False, ("torch", "fp32", None)),
+        (AMX, True, True, ("torch", "bf16", None)),
+        (AVX512_BF16, True, True, ("openvino", "auto", "int8")),
+        (AVX512_BF16, True, False, ("onnx", "fp32", "int8")),
+        (AVX2, True, True, ("onnx", "fp32", "int8")),
+        (AMX, False, False, ("torch", "bf16", None)),
+        (AVX512_BF16, False, False, ("torch", "bf16", None)),
+        (AVX2, False, True, ("torch", "fp32", None)),
     ],
 )
-def test_the_rule_never_picks_bf16_without_hardware_bf16(flags, onnx, expected):
-    choice = choose_inference(flags, cuda=False, onnx_available=onnx)
+def test_the_rule_never_picks_bf16_without_hardware_bf16(flags, onnx, openvino, expected):
+    choice = choose_inference(flags, cuda=False, onnx_available=onnx, openvino_available=openvino)
     assert (choice.backend, choice.precision, choice.quantize) == expected
     assert choice.reason
     if not cpu_has_fast_bf16(flags):
         assert "bf16" not in choice.precision
+
+
+def test_every_list_of_choices_ends_with_pytorch():
+    choices = inference_choices(AVX512_BF16, cuda=False)
+    expected = [("openvino", "int8"), ("onnx", "int8"), ("torch", None)]
+    assert [(c.backend, c.quantize) for c in choices] == expected
+    assert inference_choices(AVX2, cuda=False)[-1].precision == "fp32"
 
 
 def test_a_cuda_gpu_runs_pytorch():
@@ -60,13 +75,35 @@ def _mock_host(monkeypatch, flags):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
-def test_auto_loads_int8_onnx_on_an_avx2_host(tiny_model_dir, tmp_path, monkeypatch):
+def test_auto_is_the_default_and_loads_int8_onnx_on_an_avx2_host(tiny_model_dir, tmp_path, monkeypatch):
     _mock_host(monkeypatch, AVX2)
-    tagger = Tagger.load(tiny_model_dir, backend="auto", onnx_cache_dir=tmp_path / "onnx")
+    tagger = Tagger.load(tiny_model_dir, onnx_cache_dir=tmp_path / "onnx")
     assert not tagger.is_torch and tagger.model.path.name == "model.int8.onnx"
     assert (tagger.choice.backend, tagger.choice.quantize) == ("onnx", "int8")
-    assert tagger.single_window == 512, "short articles are read in one window"
+    assert tagger.single_window == 0, "windows stay the length the model was trained on"
     assert all(TEXT[e.start : e.end] == e.text for e in tagger(TEXT))
+    assert Tagger.load(tiny_model_dir, precision="fp32").is_torch, "a named precision means PyTorch"
+
+
+def test_auto_loads_openvino_int8_on_an_avx512_bf16_host(tiny_model_dir, tmp_path, monkeypatch):
+    from training.inference.quantization import calibrate
+
+    _mock_host(monkeypatch, AVX512_BF16)
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir, ignore=shutil.ignore_patterns("onnx"))
+    reference = Tagger.load(model_dir, precision="fp32")
+    calibrate(reference.model, reference.encode([TEXT.split()] * 4).input_ids, 0, model_dir)
+    tagger = Tagger.load(model_dir)
+    assert tagger.backend == "openvino" and tagger.model.path.name == "model.openvino-int8.xml"
+    assert tagger.choice.reason == "CPU with AVX-512 BF16 without AMX: OpenVINO int8"
+
+
+def test_auto_takes_the_next_choice_when_one_cannot_load(tiny_model_dir, tmp_path, monkeypatch):
+    _mock_host(monkeypatch, AVX512_BF16)
+    # No calibration windows (a model saved by an older version): OpenVINO int8 cannot load.
+    tagger = Tagger.load(tiny_model_dir, onnx_cache_dir=tmp_path / "onnx")
+    assert tagger.backend == "onnx" and tagger.model.path.name == "model.int8.onnx"
+    assert "failed first: openvino int8:" in tagger.choice.reason and "calibrate" in tagger.choice.reason
 
 
 def test_auto_loads_bf16_autocast_on_an_amx_host(tiny_model_dir, monkeypatch):
@@ -87,7 +124,7 @@ def test_auto_falls_back_when_the_onnx_cache_cannot_be_written(tiny_model_dir, t
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     tagger = Tagger.load(tiny_model_dir, backend="auto", onnx_cache_dir=blocker / "onnx")
-    assert tagger.is_torch and "ONNX failed" in tagger.choice.reason
+    assert tagger.is_torch and "failed first: onnx int8:" in tagger.choice.reason
 
 
 def test_auto_refuses_a_named_precision_or_quantization(tiny_model_dir):

@@ -57,11 +57,11 @@ def test_onnx_fp32_matches_pytorch_and_is_cached(model_dir):
 def test_changed_weights_invalidate_the_cache(model_dir, tmp_path):
     Tagger.load(model_dir, backend="onnx", quantize="int8", **WINDOWS)
     changed = tmp_path / "changed"
-    model = Tagger.load(model_dir).model
+    model = Tagger.load(model_dir, backend="torch").model
     with torch.no_grad():
         model.classifier.bias[0] += 5.0  # O becomes by far the likeliest tag
     model.save_pretrained(changed)
-    Tagger.load(model_dir).tokenizer.save_pretrained(changed)
+    Tagger.load(model_dir, backend="torch").tokenizer.save_pretrained(changed)
     # The old cache travels with the copied directory, as when a model folder is overwritten.
     (changed / "onnx").mkdir()
     for path in (model_dir / "onnx").iterdir():
@@ -199,7 +199,7 @@ def test_exports_are_checked_against_pytorch(model_dir, tmp_path, monkeypatch):
 def test_backends_have_their_own_batch_size(model_dir):
     from training.inference.tagger import DEFAULT_BATCH_SIZE
 
-    assert Tagger.load(model_dir, **WINDOWS).batch_size == DEFAULT_BATCH_SIZE["torch"]
+    assert Tagger.load(model_dir, backend="torch", **WINDOWS).batch_size == DEFAULT_BATCH_SIZE["torch"]
     assert Tagger.load(model_dir, backend="onnx", **WINDOWS).batch_size == DEFAULT_BATCH_SIZE["onnx"]
     assert Tagger.load(model_dir, backend="onnx", batch_size=7, **WINDOWS).batch_size == 7
 
@@ -216,7 +216,8 @@ def test_bf16_autocast_is_close_to_fp32(model_dir):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"quantize": "int8"}, "quantize='int8' needs backend='onnx'"),
+        ({"quantize": "int8"}, "quantize='int8' needs backend='onnx' or 'openvino'"),
+        ({"backend": "torch", "quantize": "int8"}, "quantize='int8' needs backend='onnx' or 'openvino'"),
         ({"backend": "tensorrt"}, "backend='tensorrt'"),
         ({"backend": "onnx", "quantize": "int4"}, "quantize='int4' is not supported"),
         ({"precision": "fp16"}, "precision='fp16'"),

@@ -146,8 +146,11 @@ def _valid(tags, line_start, symbol):
 @given(
     st.integers(1, 12).flatmap(
         lambda n: st.tuples(
-            st.lists(st.lists(st.floats(1e-6, 1.0), min_size=len(BIO_TAGS), max_size=len(BIO_TAGS)),
-                     min_size=n, max_size=n),
+            st.lists(
+                st.lists(st.floats(1e-6, 1.0), min_size=len(BIO_TAGS), max_size=len(BIO_TAGS)),
+                min_size=n,
+                max_size=n,
+            ),
             st.lists(st.booleans(), min_size=n, max_size=n),
             st.lists(st.booleans(), min_size=n, max_size=n),
         )
@@ -194,7 +197,5 @@ def test_no_entity_across_a_line_break_or_of_punctuation_only():
 
 def test_decoding_keeps_symbols_inside_an_entity():
     words = ["National", "Security", "(", "NATSEC", ")", "Asia"]
-    probabilities = _probabilities(
-        [{"B-EVENT": 0.9}] + [{"I-EVENT": 0.9}] * 5
-    )
+    probabilities = _probabilities([{"B-EVENT": 0.9}] + [{"I-EVENT": 0.9}] * 5)
     assert [t for t, _ in decode(probabilities, BIO_TAGS, words=words)] == ["B-EVENT"] + ["I-EVENT"] * 5

@@ -36,6 +36,7 @@ def test_model_directory_contents(tiny_run):
         "README.md",
         "training_log.json",
         "activation_ranges.json",
+        "calibration_windows.json",
     } <= names
     assert not any(n.endswith((".bin", ".pt", ".pth")) for n in names)
     umask = os.umask(0)
@@ -69,9 +70,11 @@ def test_metrics_have_validation_and_test_in_the_evaluation_format(tiny_run):
     assert "strict micro F1" in card and "sha256" in card and "Tagger.load" in card
     test_micro = metrics["test"]["strict"]["micro"]
     assert f"95% CI {test_micro['ci_low']:.2f}-{test_micro['ci_high']:.2f}" in card
-    assert "Known weaknesses (lowest F1 on test, labels the test documents contain): " + worst_labels(
-        metrics["test"]
-    )[0][0] in card
+    assert (
+        "Known weaknesses (lowest F1 on test, labels the test documents contain): "
+        + worst_labels(metrics["test"])[0][0]
+        in card
+    )
 
 
 def test_loads_with_plain_transformers(tiny_run):
@@ -112,13 +115,20 @@ def test_evaluate_writes_json_and_compares(tiny_run, tmp_path, tiny_export_path,
 
 def test_calibrate_and_evaluate_a_model_saved_by_another_version(tiny_run, tmp_path, capsys):
     """An older model folder: no activation ranges, a training config with a retired key."""
-    from training.inference.quantization import ACTIVATION_RANGES_FILE, load_activation_ranges
+    from training.inference.quantization import (
+        ACTIVATION_RANGES_FILE,
+        CALIBRATION_WINDOWS_FILE,
+        load_activation_ranges,
+        load_calibration_windows,
+    )
 
     root, _ = tiny_run
     model_dir = tmp_path / "old-model"
     shutil.copytree(root / "model", model_dir)
     saved = load_activation_ranges(model_dir)
+    saved_windows = load_calibration_windows(model_dir)
     (model_dir / ACTIVATION_RANGES_FILE).unlink()
+    (model_dir / CALIBRATION_WINDOWS_FILE).unlink()
     config = model_dir / "training_config.yaml"
     config.write_text(config.read_text().replace("training:\n", "training:\n  max_steps: null\n"))
 
@@ -130,6 +140,7 @@ def test_calibrate_and_evaluate_a_model_saved_by_another_version(tiny_run, tmp_p
     for name, values in saved.items():
         np.testing.assert_allclose(recalibrated[name], values, rtol=1e-5)
         assert (values > 0).any()
+    assert load_calibration_windows(model_dir) == saved_windows and saved_windows  # same windows again
     with pytest.warns(UserWarning, match="training.max_steps"):
         assert main(["evaluate", str(model_dir), "--bootstrap", "0"]) == 0
 

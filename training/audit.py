@@ -12,11 +12,15 @@ decoding). Where prediction and annotation differ, the difference becomes a cand
 - ``wrong_type``: same boundaries, another label;
 - ``wrong_boundary``: overlapping spans with other boundaries.
 
-Candidates are ranked by the model's confidence in its own reading: the mean probability of
-its tags over the suggested span, and for ``extra`` one minus the mean probability it gives
-the annotation's tags. Each candidate also carries ``annotation_probability``, the mean
-probability of the annotation's tags over the annotated span. Augmentation is off during the
-audit (copies of a held-out document must not be trained on).
+Candidates are ranked by how much more the model believes its own reading than the
+annotation's, over the words either of them covers: ``score = confidence -
+annotation_probability``, where ``confidence`` is the mean probability of the model's tags
+there (``O`` where it marks nothing) and ``annotation_probability`` the mean probability of the
+annotation's tags. A model that is sure of its span but also gives the annotation a fair
+chance (its own mistakes, mostly) ranks below one that all but rules the annotation out (the
+annotation's mistakes, mostly); ``benchmarks/audit.py`` compares this margin with ranking by
+``confidence`` alone. Augmentation is off during the audit (copies of a held-out document must
+not be trained on).
 """
 
 from __future__ import annotations
@@ -117,34 +121,36 @@ def document_findings(
     text, word_spans = row["text"], row["token_spans"]
     tagged = tagger.decode_words(probabilities, row["tokens"], line_starts(text, word_spans))
     entities = tagged_entities(text, word_spans, tagged)
-    # The annotation's tag for each word, as a column of the model's probabilities.
+    # The annotation's and the model's tag for each word, as columns of the model's probabilities.
     column = {tag: n for n, tag in enumerate(tagger.labels)}
     gold_tags = [column[BIO_TAGS[t]] for t in row["ner_tags"]]
+    model_tags = [column[tag] for tag, _ in tagged]
     gold = [Span(e["start"], e["end"], e["label"]) for e in row["entities"]]
     scores = {(e.start, e.end, e.label): e.score for e in entities}
 
-    def words_of(span: Span) -> list[int]:
-        return [w for w, (start, end) in enumerate(word_spans) if start >= span.start and end <= span.end]
+    def words_of(*spans: Span | None) -> list[int]:
+        return [
+            w
+            for w, (start, end) in enumerate(word_spans)
+            if any(s is not None and start >= s.start and end <= s.end for s in spans)
+        ]
 
     findings = []
     predicted = [Span(e.start, e.end, e.label) for e in entities]
     for error in classify_document_errors(0, gold, predicted):
         record = error_record(error, row["id"], text)
-        annotation_probability = (
-            _mean_probability(probabilities, gold_tags, words_of(error.gold)) if error.gold else None
-        )
         if error.predicted is not None:
-            score = scores[error.predicted.start, error.predicted.end, error.predicted.label]
-            record["predicted"]["score"] = score
-        else:
-            score = 1.0 - annotation_probability
+            key = (error.predicted.start, error.predicted.end, error.predicted.label)
+            record["predicted"]["score"] = scores[key]
+        words = words_of(error.gold, error.predicted)
+        confidence = _mean_probability(probabilities, model_tags, words)
+        annotation_probability = _mean_probability(probabilities, gold_tags, words)
         findings.append(
             {
                 "kind": AUDIT_KINDS[error.kind],
-                "score": round(score, 4),
-                "annotation_probability": (
-                    None if annotation_probability is None else round(annotation_probability, 4)
-                ),
+                "score": round(confidence - annotation_probability, 4),
+                "confidence": round(confidence, 4),
+                "annotation_probability": round(annotation_probability, 4),
                 "doc_id": row["id"],
                 "fold": fold,
                 "gold": record["gold"],
@@ -155,10 +161,10 @@ def document_findings(
     return findings, entities
 
 
-def rank(findings: list[dict]) -> list[dict]:
-    """Most confident first (ties: document, position); ``rank`` counts from 1."""
+def rank(findings: list[dict], by: str = "score") -> list[dict]:
+    """Highest ``by`` first (ties: document, position); ``rank`` counts from 1."""
     ordered = sorted(
-        findings, key=lambda f: (-f["score"], f["doc_id"], (f["suggested"] or f["gold"])["start"], f["kind"])
+        findings, key=lambda f: (-f[by], f["doc_id"], (f["suggested"] or f["gold"])["start"], f["kind"])
     )
     return [{"rank": n, **f} for n, f in enumerate(ordered, start=1)]
 
@@ -270,7 +276,7 @@ def review_tasks(result: AuditResult, top: int, names=None) -> list[dict]:
                 "predictions": [
                     {
                         "model_version": f"audit-fold-{found[0]['fold']}",
-                        "score": found[0]["score"],
+                        "score": max(0.0, found[0]["score"]),
                         "result": prediction_result(text, result.predicted[doc_id], names),
                     }
                 ],

@@ -110,7 +110,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for model_dir in args.model_dirs:
         rows = _rows_for_evaluation(args, Path(model_dir))
         options = {"decoding": args.decoding} if args.decoding else {}
-        tagger = Tagger.load(model_dir, **options)
+        tagger = Tagger.load(model_dir, **backend_options(args), **options)
         evaluation = run_evaluation(tagger, rows, label_map=label_map, model_name=model_dir)
         scores = evaluation.scores(bootstrap=args.bootstrap, seed=args.seed)
         evaluations.append((model_dir, evaluation))
@@ -187,9 +187,7 @@ def count_inputs(paths: list[str]) -> int | None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from training.inference.archive import TaggerSpec, tag_archive
 
-    options: dict = {"backend": args.backend}
-    if args.quantize:
-        options["quantize"] = args.quantize
+    options = backend_options(args)
     if args.threads:
         options["threads"] = args.threads
     out = Path(args.out) if args.out else None
@@ -530,11 +528,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store_dir = DEFAULT_STORE
     training = _training_settings(args, store_dir)
     store = jobs = None
+    options = backend_options(args)
     if store_dir is None:
-        predictor = load_predictor(args.model_dir)
+        predictor = load_predictor(args.model_dir, **options)
     else:
         store, version = open_store(args.model_dir, store_dir)
-        predictor = Predictor(Tagger.load(store.path(version)), version)
+        predictor = Predictor(Tagger.load(store.path(version), **options), version, options)
     if training is not None:
         from training.labelstudio.jobs import JobManager
         from training.labelstudio.ml_backend import activate
@@ -594,6 +593,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_backend(p: argparse.ArgumentParser, default: str) -> None:
+    """``--backend`` and ``--quantize``: how ``Tagger.load`` runs the model."""
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx", "openvino"],
+        default=default,
+        help="auto: the fastest that holds accuracy on this CPU (README, Speed); torch: PyTorch; "
+        "onnx: ONNX Runtime; openvino: OpenVINO (default: %(default)s)",
+    )
+    p.add_argument("--quantize", choices=["int8"], help="with --backend onnx or openvino: int8 weights")
+
+
+def backend_options(args: argparse.Namespace) -> dict:
+    """``Tagger.load`` keyword arguments from ``with_backend``'s flags."""
+    return {"backend": args.backend, **({"quantize": args.quantize} if args.quantize else {})}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -640,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
         " word's top tag, for comparison",
     )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    with_backend(p, default="torch")
     p.set_defaults(func=cmd_evaluate)
 
     p = verbs.add_parser("predict", help="tag documents (streaming, resumable with --out)")
@@ -648,13 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", metavar="FILE.jsonl", help="append here, skipping ids it already has (default: stdout)"
     )
-    p.add_argument(
-        "--backend",
-        choices=["auto", "torch", "onnx"],
-        default="torch",
-        help="auto: the fastest for this CPU (README, Speed); onnx: ONNX Runtime",
-    )
-    p.add_argument("--quantize", choices=["int8"], help="with --backend onnx: int8 weights")
+    with_backend(p, default="auto")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="tagging processes (default: 1)")
     p.add_argument("--threads", type=int, metavar="N", help="threads per process (default: cores / workers)")
     p.add_argument(
@@ -752,6 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9090)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     p.add_argument("--connect", type=int, metavar="PROJECT", help="also connect it to this project")
+    with_backend(p, default="auto")
     p.add_argument(
         "--keep-connected",
         action="store_true",

@@ -100,9 +100,7 @@ def python_index(text: str, utf16_index: int) -> int | None:
 # --- spans <-> BIO tags --------------------------------------------------------------------
 
 
-def spans_to_tags(
-    word_spans: Sequence[Sequence[int]], spans: Sequence[Span]
-) -> tuple[list[str], list[Span]]:
+def spans_to_tags(word_spans: Sequence[Sequence[int]], spans: Sequence[Span]) -> tuple[list[str], list[Span]]:
     """BIO tags for words; also the spans whose boundaries fall inside a word (not tagged)."""
     tags = [OUTSIDE] * len(word_spans)
     starts = {start: i for i, (start, _) in enumerate(word_spans)}

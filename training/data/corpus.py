@@ -40,7 +40,13 @@ REGISTER_LENGTHS = {
 }
 NEWS_LENGTH = (1200, 5000)
 REGISTERS = (
-    "wire", "press-release", "joint-statement", "transcript", "analysis", "brief", "feature",
+    "wire",
+    "press-release",
+    "joint-statement",
+    "transcript",
+    "analysis",
+    "brief",
+    "feature",
 )
 # The fixed timestamp keeps the generated export byte-stable.
 EXPORT_TIMESTAMP = "2026-11-28T00:00:00.000000Z"

@@ -457,9 +457,7 @@ def pipeline_spans(model_dir: str | Path, texts: Sequence[str], stride: int = 64
     from transformers import pipeline
 
     ner = pipeline("token-classification", model=str(model_dir), aggregation_strategy="first", stride=stride)
-    return [
-        [Span(int(e["start"]), int(e["end"]), e["entity_group"]) for e in ner(text)] for text in texts
-    ]
+    return [[Span(int(e["start"]), int(e["end"]), e["entity_group"]) for e in ner(text)] for text in texts]
 
 
 def compare(

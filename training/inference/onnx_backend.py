@@ -25,7 +25,7 @@ import torch
 
 from training.errors import ModelError
 from training.files import sha256_of_files, write_atomically
-from training.inference.quantization import ACTIVATION_RANGES_FILE, quantize_int8
+from training.inference.quantization import ACTIVATION_RANGES_FILE, CALIBRATION_WINDOWS_FILE, quantize_int8
 
 CACHE_DIR_NAME = "onnx"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -40,7 +40,8 @@ OPTIMIZER_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "distilbert": "bert"
 def model_fingerprint(model_dir: Path) -> dict:
     """What the cached graphs were built from: weights, activation ranges, config, recipe."""
     files = sorted(model_dir.glob("*.safetensors")) + [model_dir / "config.json"]
-    files += [path for path in [model_dir / ACTIVATION_RANGES_FILE] if path.is_file()]
+    calibration = [model_dir / ACTIVATION_RANGES_FILE, model_dir / CALIBRATION_WINDOWS_FILE]
+    files += [path for path in calibration if path.is_file()]
     return {
         "recipe": RECIPE_VERSION,
         "opset": OPSET,
@@ -49,8 +50,13 @@ def model_fingerprint(model_dir: Path) -> dict:
 
 
 def cache_paths(cache_dir: Path) -> dict[str | None, Path]:
-    """The graph file of each quantization (None: fp32)."""
-    return {None: cache_dir / "model.onnx", "int8": cache_dir / "model.int8.onnx"}
+    """The graph file of each quantization (None: fp32), and OpenVINO's int8 model (``.xml``,
+    its weights in the ``.bin`` beside it)."""
+    return {
+        None: cache_dir / "model.onnx",
+        "int8": cache_dir / "model.int8.onnx",
+        "openvino-int8": cache_dir / "model.openvino-int8.xml",
+    }
 
 
 def export_fp32(model_dir: Path, target: Path) -> str:
@@ -208,7 +214,11 @@ def _read_fingerprint(path: Path) -> dict | None:
 
 
 def prepare(model_dir: str | Path, quantize: str | None = None, cache_dir: str | Path | None = None) -> Path:
-    """The ONNX graph for ``model_dir`` (exported and cached on first use, reused after)."""
+    """The ONNX graph for ``model_dir`` (exported and cached on first use, reused after).
+
+    Stale files of every kind in ``cache_paths`` are removed here when the model changed, so
+    other backends caching there (OpenVINO) call this first.
+    """
     model_dir = Path(model_dir)
     if quantize not in (None, *QUANTIZATIONS):
         raise ModelError(f"quantize={quantize!r} is not supported; use one of {QUANTIZATIONS} or None")
@@ -232,6 +242,7 @@ def prepare(model_dir: str | Path, quantize: str | None = None, cache_dir: str |
         stamp.unlink(missing_ok=True)
         for path in paths.values():
             path.unlink(missing_ok=True)
+            path.with_suffix(".bin").unlink(missing_ok=True)
     if not paths[None].is_file():
         write_atomically(paths[None], lambda tmp: export_fp32(model_dir, tmp))
     if quantize is not None and not paths[quantize].is_file():

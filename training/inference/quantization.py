@@ -30,6 +30,9 @@ from training.errors import ModelError
 from training.files import write_atomically
 
 ACTIVATION_RANGES_FILE = "activation_ranges.json"
+# The calibration windows themselves (token ids): OpenVINO's int8 (NNCF) measures its own
+# statistics on them (``training.inference.openvino_backend``).
+CALIBRATION_WINDOWS_FILE = "calibration_windows.json"
 RANGES_FORMAT = 1
 # Measured on models/default (validation + test windows, KL divergence to fp32 logits):
 # 0.5 (the paper's default) made things worse, 0.75-0.9 were best; 0.85 best of all.
@@ -89,14 +92,43 @@ def collect_activation_ranges(
 
 def calibrate(model, input_ids: Sequence[Sequence[int]], pad_token_id: int, model_dir: Path) -> Path:
     """Measure ``model``'s activation ranges on up to ``CALIBRATION_WINDOWS`` of ``input_ids``
-    (windows of training text) and save them in ``model_dir``; returns the file."""
+    (windows of training text) and save them in ``model_dir``, with the windows themselves
+    (``CALIBRATION_WINDOWS_FILE``); returns the ranges file."""
     if not input_ids:
         raise ModelError(f"{model_dir}: no windows to calibrate activation ranges on")
     windows = sample_windows(input_ids, CALIBRATION_WINDOWS)
     ranges = collect_activation_ranges(model, windows, pad_token_id=pad_token_id)
     path = Path(model_dir) / ACTIVATION_RANGES_FILE
     save_activation_ranges(ranges, path, windows=len(windows))
+    payload = {
+        "format": RANGES_FORMAT,
+        "description": "token ids of the training windows the activation ranges were measured on",
+        "input_ids": [[int(i) for i in window] for window in windows],
+    }
+    write_atomically(
+        Path(model_dir) / CALIBRATION_WINDOWS_FILE,
+        lambda tmp: tmp.write_text(json.dumps(payload) + "\n", encoding="utf-8"),
+    )
     return path
+
+
+def load_calibration_windows(model_dir: Path) -> list[list[int]] | None:
+    """The calibration windows saved beside the model (token ids), or None when it has none."""
+    path = Path(model_dir) / CALIBRATION_WINDOWS_FILE
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("format") != RANGES_FORMAT:
+            raise ValueError(f"format {payload.get('format')!r}, expected {RANGES_FORMAT}")
+        windows = [[int(i) for i in window] for window in payload["input_ids"]]
+        if not windows or not all(windows):
+            raise ValueError("no windows, or an empty one")
+        return windows
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(
+            f"{path}: unreadable calibration windows ({exc}); delete it or run `python -m training calibrate`"
+        ) from None
 
 
 def save_activation_ranges(ranges: dict[str, np.ndarray], path: Path, windows: int) -> None:

@@ -9,10 +9,12 @@ documents in length order with dynamic padding, and merged back per word (each w
 the window where it is most central). Entities carry character offsets into the input.
 
 Backends: PyTorch (``inference_mode``; bf16 autocast where the hardware has fast bf16, see
-``precision``) or ONNX Runtime (``Tagger.load(DIR, backend="onnx", quantize="int8")``, the
-graph exported once and cached beside the model by ``training.inference.onnx_backend``).
-``Tagger.load(DIR, backend="auto")`` picks the fastest of them for the host's CPU
-(``training.modeling.hardware.choose_inference``).
+``precision``), ONNX Runtime (``Tagger.load(DIR, backend="onnx", quantize="int8")``, the graph
+exported once and cached beside the model by ``training.inference.onnx_backend``) and OpenVINO
+(``backend="openvino"``, that graph compiled for the CPU, int8 by NNCF:
+``training.inference.openvino_backend``). ``Tagger.load(DIR)`` (``backend="auto"``) picks the
+fastest of them that holds accuracy on the host's CPU
+(``training.modeling.hardware.inference_choices``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +30,7 @@ import torch
 
 from training.errors import ModelError
 from training.modeling.encoder import load_trained
-from training.modeling.hardware import InferenceChoice, choose_inference, fast_bf16
+from training.modeling.hardware import InferenceChoice, fast_bf16, inference_choices
 from training.modeling.windows import Windows, encode_sized, owned_predictions
 from training.text import (
     DECODINGS,
@@ -43,17 +45,22 @@ from training.text import (
 # The constructor's defaults: ``training.config.ModelConfig``'s (``load`` reads a model's own).
 DEFAULT_MAX_LENGTH = 256
 DEFAULT_STRIDE = 64
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 # Windows per batch, measured on the 2-core CPU (benchmarks/inference.py): PyTorch is fastest
 # at 16; ONNX Runtime at 2, where each layer's activations still fit in the L2 caches.
-DEFAULT_BATCH_SIZE = {"torch": 16, "onnx": 2}
+DEFAULT_BATCH_SIZE = {"torch": 16, "onnx": 2, "openvino": 8}
 # bf16: autocast (fp32 weights, bf16 matrix products); bf16-weights: the weights cast to bf16 once.
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-weights")
-# backend="auto" reads documents up to this many tokens in one window (measured faster on short
-# articles, same F1: benchmarks/README.md, "Inference by length and host").
-AUTO_SINGLE_WINDOW = 512
 
 logger = logging.getLogger(__name__)
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,8 @@ class Tagger:
         punctuation only) or ``greedy`` (each word's most probable tag, for comparison).
         ``single_window``: a document of at most this many tokens is read in one window of its
         own length instead of ``max_length`` windows (0: off; at most the model's position
-        embeddings).
+        embeddings). Off by default: past ``max_length`` the model reads positions it never
+        saw in training (-0.65 span F1 on articles of <= 300 tokens in ``benchmarks/inference.py``).
         """
         if precision not in PRECISIONS:
             raise ModelError(f"precision={precision!r}: use one of {PRECISIONS}")
@@ -120,7 +128,7 @@ class Tagger:
         self.model = model.eval() if self.is_torch else model
         if not self.is_torch and precision.startswith("bf16"):
             raise ModelError(
-                f"precision={precision!r} needs the torch backend; ONNX graphs run in fp32 or int8"
+                f"precision={precision!r} needs the torch backend here; ONNX graphs run in fp32 or int8"
             )
         positions = getattr(model.config, "max_position_embeddings", None)
         if single_window and positions is not None and single_window > positions:
@@ -130,7 +138,8 @@ class Tagger:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.stride = stride
-        self.batch_size = batch_size or DEFAULT_BATCH_SIZE["torch" if self.is_torch else "onnx"]
+        self.backend = "torch" if self.is_torch else getattr(model, "backend", "onnx")
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[self.backend]
         self.single_window = single_window
         self.precision = precision
         self.bf16 = self.is_torch and (precision == "bf16" or (precision == "auto" and fast_bf16(model)))
@@ -148,7 +157,7 @@ class Tagger:
         model_dir: str | Path,
         allow_pickle: bool = False,
         *,
-        backend: str = "torch",
+        backend: str | None = None,
         quantize: str | None = None,
         onnx_cache_dir: str | Path | None = None,
         **kwargs,
@@ -157,30 +166,49 @@ class Tagger:
 
         Window length and stride default to the ones the model was trained with. Pickled
         weights are refused unless ``allow_pickle`` (they can run code when loaded).
-        ``backend="onnx"`` runs the model in ONNX Runtime (exported on first use and cached in
-        ``<model_dir>/onnx/`` or ``onnx_cache_dir``); ``quantize="int8"`` with it uses
-        dynamically quantized int8 weights. ``backend="auto"`` takes backend, precision and
-        quantization from ``choose_inference`` (the host's CPU flags; ``tagger.choice`` says
-        what and why), reads documents of up to ``AUTO_SINGLE_WINDOW`` tokens in one window
-        (unless ``single_window`` is given) and falls back to PyTorch where ONNX Runtime is missing or cannot
-        export this model; it cannot be combined with ``quantize`` or ``precision``.
+
+        ``backend``: ``"auto"`` (the default) takes backend, precision and quantization from
+        ``inference_choices`` (the host's CPU flags; ``tagger.choice`` says what and why) and
+        falls back to the next choice where one cannot load
+        (a runtime not installed, a read-only model directory, an architecture the exporter
+        cannot handle). Naming a ``precision`` without a backend means ``"torch"``.
+        ``"torch"``: PyTorch (``precision``). ``"onnx"``: ONNX Runtime, the graph exported on
+        first use and cached in ``<model_dir>/onnx/`` or ``onnx_cache_dir``; ``quantize="int8"``:
+        dynamic int8 with SmoothQuant scales. ``"openvino"``: that graph compiled by OpenVINO
+        (bf16 where the CPU has it; ``precision="fp32"`` forces fp32); ``quantize="int8"``:
+        NNCF int8, calibrated on the training windows saved beside the model, cached there too.
         """
+        if backend is None:
+            if quantize is not None:
+                raise ModelError(f"quantize={quantize!r} needs backend='onnx' or 'openvino'")
+            backend = "torch" if "precision" in kwargs else "auto"
         if backend not in BACKENDS:
             raise ModelError(f"backend={backend!r}: use one of {BACKENDS}")
         if backend == "auto":
             return cls._load_auto(model_dir, allow_pickle, quantize, onnx_cache_dir, kwargs)
-        if backend == "onnx":
+        if backend in ("onnx", "openvino"):
             from transformers import AutoTokenizer
 
-            # Lazy: the export and ONNX Runtime are an optional extra (pip install -e '.[onnx]').
-            from training.inference.onnx_backend import load_onnx_model
+            # Lazy: the export and both runtimes are optional extras ('.[onnx]', '.[openvino]').
+            if backend == "onnx":
+                from training.inference.onnx_backend import load_onnx_model
 
-            model = load_onnx_model(
-                model_dir, quantize=quantize, threads=kwargs.get("threads"), cache_dir=onnx_cache_dir
-            )
+                model = load_onnx_model(
+                    model_dir, quantize=quantize, threads=kwargs.get("threads"), cache_dir=onnx_cache_dir
+                )
+            else:
+                from training.inference.openvino_backend import load_openvino_model
+
+                model = load_openvino_model(
+                    model_dir,
+                    quantize=quantize,
+                    threads=kwargs.get("threads"),
+                    cache_dir=onnx_cache_dir,
+                    precision=kwargs.pop("precision", "auto"),
+                )
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
         elif quantize is not None:
-            raise ModelError(f"quantize={quantize!r} needs backend='onnx'")
+            raise ModelError(f"quantize={quantize!r} needs backend='onnx' or 'openvino'")
         else:
             model, tokenizer = load_trained(model_dir, allow_pickle=allow_pickle)
         saved = Path(model_dir) / "training_config.yaml"
@@ -200,36 +228,33 @@ class Tagger:
             raise ModelError(
                 "backend='auto' chooses precision and quantization itself; name a backend instead"
             )
-        try:
-            import onnxruntime  # noqa: F401
-
-            onnx_available = True
-        except ImportError:
-            onnx_available = False
-        choice = choose_inference(onnx_available=onnx_available)
-        try:
-            tagger = cls.load(
-                model_dir,
-                allow_pickle,
-                backend=choice.backend,
-                quantize=choice.quantize,
-                onnx_cache_dir=onnx_cache_dir,
-                **({"precision": choice.precision} if choice.backend == "torch" else {}),
-                **kwargs,
-            )
-        except ModelError as exc:
-            if choice.backend != "onnx":
-                raise
-            # e.g. a read-only model directory or an architecture the exporters cannot handle
-            fallback = choose_inference(onnx_available=False)
-            logger.warning("backend='auto': %s; using %s", exc, fallback.reason)
-            choice = InferenceChoice(
-                fallback.backend, fallback.precision, None, f"{fallback.reason} (ONNX failed: {exc})"
-            )
-            tagger = cls.load(model_dir, allow_pickle, backend="torch", precision=choice.precision, **kwargs)
-        if "single_window" not in kwargs:
-            positions = getattr(tagger.model.config, "max_position_embeddings", AUTO_SINGLE_WINDOW)
-            tagger.single_window = min(AUTO_SINGLE_WINDOW, positions)
+        choices = inference_choices(
+            onnx_available=_importable("onnxruntime"), openvino_available=_importable("openvino")
+        )
+        failures = []
+        for choice in choices:
+            options = {"precision": choice.precision} if choice.backend != "onnx" else {}
+            try:
+                tagger = cls.load(
+                    model_dir,
+                    allow_pickle,
+                    backend=choice.backend,
+                    quantize=choice.quantize,
+                    onnx_cache_dir=onnx_cache_dir,
+                    **options,
+                    **kwargs,
+                )
+            except ModelError as exc:
+                if choice is choices[-1]:
+                    raise
+                # e.g. a read-only model directory, no calibration windows for OpenVINO int8,
+                # or an architecture the exporters cannot handle: the next choice.
+                logger.warning("backend='auto': %s failed (%s); trying the next choice", choice.reason, exc)
+                failures.append(f"{choice.backend}{' ' + choice.quantize if choice.quantize else ''}: {exc}")
+                continue
+            if failures:
+                choice = replace(choice, reason=f"{choice.reason} (failed first: {'; '.join(failures)})")
+            break
         tagger.choice = choice
         return tagger
 

@@ -88,9 +88,11 @@ class ServedModel:
 class Predictor:
     """The model behind the backend, swappable while it serves."""
 
-    def __init__(self, tagger: Tagger, version: str) -> None:
+    def __init__(self, tagger: Tagger, version: str, load_options: dict | None = None) -> None:
         self._served = ServedModel(tagger, version)
         self._lock = threading.Lock()  # torch inference is not re-entrant here
+        # How new versions are loaded (``Tagger.load`` keyword arguments: backend, quantize).
+        self.load_options = dict(load_options or {})
 
     @property
     def served(self) -> ServedModel:
@@ -453,7 +455,7 @@ def create_app(
 
 def activate(store: VersionStore, predictor: Predictor, version: str) -> None:
     """Load ``version`` from the store, make it ``current`` and serve it (the old one until loaded)."""
-    tagger = Tagger.load(store.path(version))
+    tagger = Tagger.load(store.path(version), **predictor.load_options)
     store.set_current(version)
     predictor.swap(tagger, version)
 
@@ -548,9 +550,10 @@ def _with_auth(app: FastAPI, settings: ServeSettings) -> FastAPI:
     return app
 
 
-def load_predictor(model_dir: str | Path) -> Predictor:
-    """The Predictor of a model directory written by ``python -m training train``."""
-    return Predictor(Tagger.load(model_dir), model_version(model_dir))
+def load_predictor(model_dir: str | Path, **options) -> Predictor:
+    """The Predictor of a model directory written by ``python -m training train``; ``options``
+    go to ``Tagger.load`` (for this model and every version swapped in later)."""
+    return Predictor(Tagger.load(model_dir, **options), model_version(model_dir), options)
 
 
 def open_store(model_dir: str | Path, store_dir: str | Path) -> tuple[VersionStore, str]:

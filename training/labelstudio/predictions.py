@@ -106,4 +106,3 @@ def as_predictions(
 def predict_texts(tagger: Tagger, texts: Sequence[str], names: LabelingNames, version: str) -> list[dict]:
     """One prediction per text: ``{"model_version", "score", "result"}``."""
     return as_predictions(texts, tagger.tag_with_confidence(list(texts)), names, version)
-

@@ -67,39 +67,63 @@ def fast_bf16(model: torch.nn.Module) -> bool:
 class InferenceChoice:
     """What ``Tagger.load(..., backend="auto")`` runs on this host, and why."""
 
-    backend: str  # "torch" or "onnx"
-    precision: str  # torch: "fp32" or "bf16" (autocast); onnx: "fp32"
-    quantize: str | None  # onnx: "int8" or None
+    backend: str  # "torch", "onnx" or "openvino"
+    precision: str  # torch: "auto", "fp32" or "bf16" (autocast); openvino: "auto"; onnx: "fp32"
+    quantize: str | None  # onnx, openvino: "int8" or None
     reason: str
 
 
-def choose_inference(
-    flags: frozenset[str] | None = None, *, cuda: bool | None = None, onnx_available: bool = True
-) -> InferenceChoice:
-    """The fastest setup that holds accuracy, by a rule over the host's CPU flags.
+def inference_choices(
+    flags: frozenset[str] | None = None,
+    *,
+    cuda: bool | None = None,
+    onnx_available: bool = True,
+    openvino_available: bool = True,
+) -> list[InferenceChoice]:
+    """The setups ``backend="auto"`` tries on this host, fastest first, by a rule over its CPU flags.
 
     The rule follows ``benchmarks/inference.py`` on each kind of host measured (figures in
-    README, "Speed"); every choice stays within 0.5 F1 points of the fp32 model there:
+    README, "Speed"); each choice stayed within 0.5 F1 points of the fp32 model there:
 
     - a CUDA GPU: PyTorch, bf16 autocast where the GPU has bf16;
-    - AMX (``amx_bf16``): PyTorch with bf16 autocast, the fastest there (4.0x the pipeline);
-    - AVX-512 BF16 without AMX: ONNX Runtime int8 (3.3x; bf16 autocast 2.7x);
-    - neither (e.g. AVX2 only, where bf16 is emulated and slower than fp32): ONNX Runtime int8,
-      which beats PyTorch fp32 there too.
+    - AMX (``amx_bf16``): PyTorch with bf16 autocast (4.0x the pipeline on a Xeon with AMX);
+    - AVX-512 BF16 without AMX (AMD EPYC): OpenVINO int8 (NNCF), then ONNX Runtime int8;
+    - neither (AVX2 only, or AVX-512 without BF16, where bf16 is emulated and slower than fp32):
+      ONNX Runtime int8, which beats PyTorch fp32 there.
 
-    Without ONNX Runtime (``onnx_available=False``) the CPU cases fall back to PyTorch: bf16
-    autocast where the CPU has it, fp32 elsewhere.
+    A runtime that is not installed is left out; PyTorch closes every list (bf16 autocast where
+    the CPU has it, fp32 elsewhere), so a setup that cannot load (no calibration windows, a
+    read-only model directory) falls through to one that can.
     """
     flags = cpu_flags() if flags is None else flags
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
-        return InferenceChoice("torch", "auto", None, "CUDA GPU: PyTorch (bf16 autocast where it has bf16)")
-    if "amx_bf16" in flags:
-        return InferenceChoice("torch", "bf16", None, "CPU with AMX: PyTorch bf16 autocast")
+        return [InferenceChoice("torch", "auto", None, "CUDA GPU: PyTorch (bf16 autocast where it has bf16)")]
     bf16 = cpu_has_fast_bf16(flags)
+    if "amx_bf16" in flags:
+        return [InferenceChoice("torch", "bf16", None, "CPU with AMX: PyTorch bf16 autocast")]
+    choices = []
+    if bf16 and openvino_available:
+        reason = "CPU with AVX-512 BF16 without AMX: OpenVINO int8"
+        choices.append(InferenceChoice("openvino", "auto", "int8", reason))
     if onnx_available:
         what = "AVX-512 BF16 without AMX" if bf16 else "no hardware bf16"
-        return InferenceChoice("onnx", "fp32", "int8", f"CPU with {what}: ONNX Runtime int8")
+        choices.append(InferenceChoice("onnx", "fp32", "int8", f"CPU with {what}: ONNX Runtime int8"))
     if bf16:
-        return InferenceChoice("torch", "bf16", None, "CPU with AVX-512 BF16, no ONNX Runtime: bf16 autocast")
-    return InferenceChoice("torch", "fp32", None, "CPU without hardware bf16, no ONNX Runtime: PyTorch fp32")
+        choices.append(InferenceChoice("torch", "bf16", None, "CPU with AVX-512 BF16: PyTorch bf16 autocast"))
+    else:
+        choices.append(InferenceChoice("torch", "fp32", None, "CPU without hardware bf16: PyTorch fp32"))
+    return choices
+
+
+def choose_inference(
+    flags: frozenset[str] | None = None,
+    *,
+    cuda: bool | None = None,
+    onnx_available: bool = True,
+    openvino_available: bool = True,
+) -> InferenceChoice:
+    """The fastest setup that holds accuracy on this host (the first of ``inference_choices``)."""
+    return inference_choices(
+        flags, cuda=cuda, onnx_available=onnx_available, openvino_available=openvino_available
+    )[0]
