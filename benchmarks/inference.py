@@ -20,8 +20,8 @@ with the weights cast to bf16 (``pipeline-bf16w``, what an informed user would t
 Candidates: ``Tagger`` on the bucket's list of documents, one variant per method (see
 ``METHODS``): PyTorch fp32 / bf16 autocast / bf16 weights, windows sized to the document
 (``-sized``: one window up to 512 tokens), batch sizes (``-bN``), ONNX Runtime fp32 / int8,
-OpenVINO on the exported ONNX graph (where ``openvino`` is installed), and ``auto``
-(``Tagger.load(backend="auto")``: what it picks on this host, windows sized to documents).
+OpenVINO (fp32 forced, its own default precision, NNCF int8), and ``auto``
+(``Tagger.load``'s default: what ``backend="auto"`` picks on this host).
 Every method runs once per round, interleaved, and the median round is reported (these
 machines are shared and noisy).
 

@@ -30,25 +30,26 @@ class FixedTagger:
         return [(self.labels[i], float(probabilities[n, i])) for n, i in enumerate(probabilities.argmax(-1))]
 
 
-def test_candidates_are_classified_and_scored_from_the_model_probabilities(monkeypatch):
+def kim_met_lee(monkeypatch, ner_tags: list[int], entities: list[dict]) -> dict:
+    """A dataset row of "Kim met Lee in Seoul ." annotated as given (FixedTagger's tag ids)."""
     import training.audit as audit_module
 
     monkeypatch.setattr(audit_module, "BIO_TAGS", FixedTagger.labels)
     text = "Kim met Lee in Seoul ."
     spans = [[0, 3], [4, 7], [8, 11], [12, 14], [15, 20], [21, 22]]
-    row = {
+    return {
         "id": "doc",
         "text": text,
         "tokens": text.split(),
         "token_spans": spans,
-        # Annotation: Kim PERSON, Lee GPE (wrong type), nothing on Seoul (missing), "met" PERSON (extra).
-        "ner_tags": [3, 3, 1, 0, 0, 0],
-        "entities": [
-            {"start": 0, "end": 3, "label": "PERSON"},
-            {"start": 4, "end": 7, "label": "PERSON"},
-            {"start": 8, "end": 11, "label": "GPE"},
-        ],
+        "ner_tags": ner_tags,
+        "entities": [{"start": s, "end": e, "label": label} for s, e, label in entities],
     }
+
+
+def test_candidates_are_classified_and_scored_from_the_model_probabilities(monkeypatch):
+    # Annotation: Kim PERSON, Lee GPE (wrong type), nothing on Seoul (missing), "met" PERSON (extra).
+    row = kim_met_lee(monkeypatch, [3, 3, 1, 0, 0, 0], [(0, 3, "PERSON"), (4, 7, "PERSON"), (8, 11, "GPE")])
     probabilities = np.array(
         [
             [0.05, 0.05, 0.0, 0.9, 0.0],  # Kim: PERSON, agrees
@@ -79,6 +80,25 @@ def test_candidates_are_classified_and_scored_from_the_model_probabilities(monke
     assert [f["kind"] for f in ranked] == ["missing", "extra", "wrong_type"]
     assert [f["rank"] for f in ranked] == [1, 2, 3]
     assert [e.text for e in entities] == ["Kim", "Lee", "Seoul"]
+
+
+def test_a_boundary_slip_is_scored_on_the_words_the_readings_disagree_on(monkeypatch):
+    row = kim_met_lee(monkeypatch, [0, 0, 3, 4, 0, 0], [(8, 14, "PERSON")])  # "Lee in": a word too many
+    probabilities = np.array(
+        [
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+            [0.05, 0.0, 0.0, 0.95, 0.0],  # Lee: B-PERSON, as annotated
+            [0.9, 0.0, 0.0, 0.0, 0.1],  # in: O, not I-PERSON
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+        ]
+    )
+    (finding,), _ = document_findings(row, probabilities, FixedTagger(), fold=0)
+    assert finding["kind"] == "wrong_boundary" and finding["suggested"]["text"] == "Lee"
+    # Only "in" is read differently; "Lee", where both agree, does not dilute the score.
+    assert (finding["confidence"], finding["annotation_probability"]) == (0.9, 0.1)
+    assert finding["score"] == pytest.approx(0.8)
 
 
 # Few names, each in every fold: a tiny model learns them in a few dozen steps.

@@ -13,12 +13,14 @@ decoding). Where prediction and annotation differ, the difference becomes a cand
 - ``wrong_boundary``: overlapping spans with other boundaries.
 
 Candidates are ranked by how much more the model believes its own reading than the
-annotation's, over the words either of them covers: ``score = confidence -
-annotation_probability``, where ``confidence`` is the mean probability of the model's tags
-there (``O`` where it marks nothing) and ``annotation_probability`` the mean probability of the
-annotation's tags. A model that is sure of its span but also gives the annotation a fair
-chance (its own mistakes, mostly) ranks below one that all but rules the annotation out (the
-annotation's mistakes, mostly); ``benchmarks/audit.py`` compares this margin with ranking by
+annotation's, on the words where the two readings differ: ``score`` is the mean over those
+words of ``P(model's tag) - P(annotation's tag)`` (words both readings tag alike say nothing
+about the error, and averaging them in would let a one-word boundary slip score a third of a
+whole-span type swap). ``confidence`` (the mean probability of the model's tags) and
+``annotation_probability`` (of the annotation's tags) over the same words are kept beside it.
+A model that is sure of its reading but gives the annotation a fair chance too (its own
+mistakes, mostly) ranks below one that all but rules the annotation out (the annotation's
+mistakes, mostly); ``benchmarks/audit.py`` compares this margin with ranking by
 ``confidence`` alone. Augmentation is off during the audit (copies of a held-out document must
 not be trained on).
 """
@@ -142,7 +144,7 @@ def document_findings(
         if error.predicted is not None:
             key = (error.predicted.start, error.predicted.end, error.predicted.label)
             record["predicted"]["score"] = scores[key]
-        words = words_of(error.gold, error.predicted)
+        words = [w for w in words_of(error.gold, error.predicted) if model_tags[w] != gold_tags[w]]
         confidence = _mean_probability(probabilities, model_tags, words)
         annotation_probability = _mean_probability(probabilities, gold_tags, words)
         findings.append(

@@ -4,7 +4,7 @@ dataset CONFIG            build the DatasetDict from the configured export (or L
 train CONFIG              fine-tune, evaluate and save the model
 evaluate MODEL_DIR...     score models on a split or an export
 predict MODEL_DIR INPUT   tag text files, JSONL or an export (streaming, resumable)
-calibrate MODEL_DIR       measure a model's activation ranges for int8 ONNX (train does it itself)
+calibrate MODEL_DIR       calibration for int8 (ONNX ranges, OpenVINO windows; train does it itself)
 validate-data EXPORT      check an export (spans, duplicates, consistency)
 corpus check|build        the bundled corpus' article files and export
 labelstudio start|stop|status   the local Label Studio server (127.0.0.1)
@@ -208,7 +208,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from training.inference.quantization import CALIBRATION_WINDOWS, calibrate
+    from training.inference.quantization import CALIBRATION_WINDOWS, CALIBRATION_WINDOWS_FILE, calibrate
     from training.inference.tagger import Tagger
 
     tagger = Tagger.load(args.model_dir, precision="fp32")
@@ -218,7 +218,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         tagger.model, windows.input_ids, tagger.tokenizer.pad_token_id or 0, Path(args.model_dir)
     )
     used = min(len(windows), CALIBRATION_WINDOWS)
-    print(f"activation ranges from {used} of {len(windows)} windows ({args.data or args.split}) -> {path}")
+    print(
+        f"activation ranges from {used} of {len(windows)} windows ({args.data or args.split}) -> {path}"
+        f" (and the windows -> {path.with_name(CALIBRATION_WINDOWS_FILE)})"
+    )
     return 0
 
 
@@ -679,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = verbs.add_parser(
-        "calibrate", help="measure a model's activation ranges (int8 ONNX smoothing); train does it itself"
+        "calibrate", help="int8 calibration: activation ranges (ONNX), windows (OpenVINO); train does it"
     )
     p.add_argument("model_dir", metavar="MODEL_DIR")
     with_data(p, split="train", purpose="calibrate on")
