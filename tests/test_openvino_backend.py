@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.test_onnx_backend import TEXTS, WINDOWS, window_probabilities  # the same texts and windows
 from training.errors import ModelError
 from training.inference.onnx_backend import cache_paths
 from training.inference.quantization import CALIBRATION_WINDOWS_FILE, calibrate, load_calibration_windows
 from training.inference.tagger import DEFAULT_BATCH_SIZE, Tagger
 from training.modeling.hardware import cpu_has_fast_bf16
-
-TEXTS = [
-    "South Korea's ambassador Yeo Seung-Bae met Malaysia's Defence Ministry on Thursday.",
-    " ".join(f"Hanwha{i} sold K9 howitzers to Poland for US$2.{i} billion." for i in range(12)),
-    "Ankara",
-]
-WINDOWS = {"max_length": 32, "stride": 8}
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +25,6 @@ def model_dir(tmp_path_factory, tiny_tagger):
     windows = tiny_tagger.encode([text.split() for text in TEXTS * 4])
     calibrate(tiny_tagger.model, windows.input_ids, tiny_tagger.tokenizer.pad_token_id or 0, directory)
     return directory
-
-
-def window_probabilities(tagger: Tagger) -> list[np.ndarray]:
-    return tagger.window_probabilities(tagger.encode([text.split() for text in TEXTS]))
 
 
 def test_fp32_matches_pytorch(model_dir):

@@ -112,23 +112,32 @@ def calibrate(model, input_ids: Sequence[Sequence[int]], pad_token_id: int, mode
     return path
 
 
-def load_calibration_windows(model_dir: Path) -> list[list[int]] | None:
-    """The calibration windows saved beside the model (token ids), or None when it has none."""
-    path = Path(model_dir) / CALIBRATION_WINDOWS_FILE
+def _read_calibration_file(path: Path, what: str, parse):
+    """``parse(payload)`` of the calibration JSON at ``path`` (None when there is none); any
+    malformation is a ModelError naming the file and the way to rewrite it."""
     if not path.is_file():
         return None
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         if payload.get("format") != RANGES_FORMAT:
             raise ValueError(f"format {payload.get('format')!r}, expected {RANGES_FORMAT}")
+        return parse(payload)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelError(
+            f"{path}: unreadable {what} ({exc}); delete it or run `python -m training calibrate`"
+        ) from None
+
+
+def load_calibration_windows(model_dir: Path) -> list[list[int]] | None:
+    """The calibration windows saved beside the model (token ids), or None when it has none."""
+
+    def parse(payload: dict) -> list[list[int]]:
         windows = [[int(i) for i in window] for window in payload["input_ids"]]
         if not windows or not all(windows):
             raise ValueError("no windows, or an empty one")
         return windows
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ModelError(
-            f"{path}: unreadable calibration windows ({exc}); delete it or run `python -m training calibrate`"
-        ) from None
+
+    return _read_calibration_file(Path(model_dir) / CALIBRATION_WINDOWS_FILE, "calibration windows", parse)
 
 
 def save_activation_ranges(ranges: dict[str, np.ndarray], path: Path, windows: int) -> None:
@@ -144,18 +153,13 @@ def save_activation_ranges(ranges: dict[str, np.ndarray], path: Path, windows: i
 
 def load_activation_ranges(model_dir: Path) -> dict[str, np.ndarray] | None:
     """The saved ranges of ``model_dir``, or None when it has none."""
-    path = Path(model_dir) / ACTIVATION_RANGES_FILE
-    if not path.is_file():
-        return None
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        if payload.get("format") != RANGES_FORMAT:
-            raise ValueError(f"format {payload.get('format')!r}, expected {RANGES_FORMAT}")
-        return {name: np.asarray(values, dtype=np.float32) for name, values in payload["ranges"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ModelError(
-            f"{path}: unreadable activation ranges ({exc}); delete it or run `python -m training calibrate`"
-        ) from None
+    return _read_calibration_file(
+        Path(model_dir) / ACTIVATION_RANGES_FILE,
+        "activation ranges",
+        lambda payload: {
+            name: np.asarray(values, dtype=np.float32) for name, values in payload["ranges"].items()
+        },
+    )
 
 
 def sample_windows(input_ids: Sequence[Sequence[int]], count: int) -> list[Sequence[int]]:
