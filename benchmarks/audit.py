@@ -11,10 +11,11 @@ window length. An injected error counts as found when a candidate in the same do
 overlaps it (the corrupted span, or the dropped one); "right kind" also asks for the kind
 that describes it (wrong_type, missing, wrong_boundary).
 
-The list is ranked three ways: by the audit's score (the model's probability for its reading
-minus its probability for the annotation's, on the words they tag differently), by
-``confidence`` alone (the probability for its reading) and by ``1 - annotation_probability``
-alone (its disbelief in the annotation), so the figures show what the margin adds.
+The list is ranked three ways: by the audit's score (``1 - annotation_probability``: the
+model's disbelief in the annotation's tags, on the words the two readings tag differently),
+by ``confidence`` alone (its probability for its own reading there) and by the margin
+``confidence - annotation_probability`` (the audit's score before 2026-12-08), so the figures
+compare them on the same candidates.
 
 Baselines: the same candidate list in random order (expected found in the top N: found
 anywhere in the list x N / list length), and N annotated spans picked at random for review
@@ -173,24 +174,24 @@ def main() -> int:
         Path(args.findings).write_text(
             "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in findings), encoding="utf-8"
         )
-    # The same list ranked by the model's confidence in its reading alone, and by its disbelief
-    # in the annotation alone (1 - P(annotation's tags)): what the margin adds to each.
+    # The same list ranked by the model's confidence in its own reading alone, and by its margin
+    # for that reading over the annotation's (confidence - annotation_probability).
     unranked = [{k: v for k, v in f.items() if k != "rank"} for f in findings]
     by_confidence = rank(unranked, by="confidence")
-    disbelief = [{**f, "disbelief": 1 - f["annotation_probability"]} for f in unranked]
-    by_disbelief = rank(disbelief, by="disbelief")
+    margins = [{**f, "margin": f["confidence"] - f["annotation_probability"]} for f in unranked]
+    by_margin = rank(margins, by="margin")
     rows = []
     for error in injected:
         any_rank, right_rank = found_at(findings, error)
         confidence_rank, _ = found_at(by_confidence, error)
-        disbelief_rank, _ = found_at(by_disbelief, error)
+        margin_rank, _ = found_at(by_margin, error)
         rows.append(
             {
                 **error,
                 "rank": any_rank,
                 "rank_right_kind": right_rank,
                 "rank_by_confidence": confidence_rank,
-                "rank_by_disbelief": disbelief_rank,
+                "rank_by_margin": margin_rank,
             }
         )
     top = min(args.top, len(findings))
@@ -217,7 +218,7 @@ def main() -> int:
         "found_in_list": {},
         "right_kind_in_top": {},
         "found_in_top_by_confidence": {},
-        "found_in_top_by_disbelief": {},
+        "found_in_top_by_margin": {},
         "random_order_expected_in_top": round(in_list * top / max(1, len(findings)), 1),
         "random_spans_expected": round(2 * args.per_kind * args.top / spans_total, 1),
         "injected": rows,
@@ -229,12 +230,12 @@ def main() -> int:
         summary["right_kind_in_top"][kind] = sum(
             r["rank_right_kind"] is not None and r["rank_right_kind"] <= top for r in mine
         )
-        for order in ("confidence", "disbelief"):
+        for order in ("confidence", "margin"):
             summary[f"found_in_top_by_{order}"][kind] = sum(
                 r[f"rank_by_{order}"] is not None and r[f"rank_by_{order}"] <= top for r in mine
             )
     print(f"{result.documents} documents, {len(findings)} candidates, {len(injected)} injected errors")
-    header = ["top " + str(args.top), "right kind", "by conf.", "by 1-P(ann.)", "anywhere"]
+    header = ["top " + str(args.top), "right kind", "by conf.", "by margin", "anywhere"]
     print(f"{'kind':<10} " + " ".join(f"{h:>12}" for h in header))
     for kind in (*KINDS, "all"):
         counts = [
@@ -243,7 +244,7 @@ def main() -> int:
                 "found_in_top",
                 "right_kind_in_top",
                 "found_in_top_by_confidence",
-                "found_in_top_by_disbelief",
+                "found_in_top_by_margin",
                 "found_in_list",
             )
         ]

@@ -63,19 +63,19 @@ def test_candidates_are_classified_and_scored_from_the_model_probabilities(monke
     findings, entities = document_findings(row, probabilities, FixedTagger(), fold=2)
     by_kind = {f["kind"]: f for f in findings}
     assert sorted(by_kind) == ["extra", "missing", "wrong_type"]
-    # score = P(model's tags) - P(annotation's tags), averaged over the words either covers.
+    # score = 1 - P(annotation's tags), averaged over the words the readings tag differently.
     missing = by_kind["missing"]
     assert missing["suggested"]["text"] == "Seoul" and missing["suggested"]["score"] == 0.95
     assert (missing["confidence"], missing["annotation_probability"]) == (0.95, 0.02)  # B-GPE vs O
-    assert missing["score"] == pytest.approx(0.93)
+    assert missing["score"] == pytest.approx(0.98)
     extra = by_kind["extra"]
     assert extra["gold"]["text"] == "met" and extra["suggested"] is None
     assert (extra["confidence"], extra["annotation_probability"]) == (0.8, 0.1)  # O vs B-PERSON
-    assert extra["score"] == pytest.approx(0.7)
+    assert extra["score"] == pytest.approx(0.9)
     wrong = by_kind["wrong_type"]
     assert (wrong["gold"]["label"], wrong["suggested"]["label"]) == ("GPE", "PERSON")
     assert (wrong["confidence"], wrong["annotation_probability"]) == (0.7, 0.2) and wrong["fold"] == 2
-    assert wrong["score"] == pytest.approx(0.5)
+    assert wrong["score"] == pytest.approx(0.8)
     ranked = rank(findings)
     assert [f["kind"] for f in ranked] == ["missing", "extra", "wrong_type"]
     assert [f["rank"] for f in ranked] == [1, 2, 3]
@@ -98,7 +98,7 @@ def test_a_boundary_slip_is_scored_on_the_words_the_readings_disagree_on(monkeyp
     assert finding["kind"] == "wrong_boundary" and finding["suggested"]["text"] == "Lee"
     # Only "in" is read differently; "Lee", where both agree, does not dilute the score.
     assert (finding["confidence"], finding["annotation_probability"]) == (0.9, 0.1)
-    assert finding["score"] == pytest.approx(0.8)
+    assert finding["score"] == pytest.approx(0.9)
 
 
 # Few names, each in every fold: a tiny model learns them in a few dozen steps.

@@ -12,17 +12,18 @@ decoding). Where prediction and annotation differ, the difference becomes a cand
 - ``wrong_type``: same boundaries, another label;
 - ``wrong_boundary``: overlapping spans with other boundaries.
 
-Candidates are ranked by how much more the model believes its own reading than the
-annotation's, on the words where the two readings differ: ``score`` is the mean over those
-words of ``P(model's tag) - P(annotation's tag)`` (words both readings tag alike say nothing
-about the error, and averaging them in would let a one-word boundary slip score a third of a
-whole-span type swap). ``confidence`` (the mean probability of the model's tags) and
-``annotation_probability`` (of the annotation's tags) over the same words are kept beside it.
-A model that is sure of its reading but gives the annotation a fair chance too (its own
-mistakes, mostly) ranks below one that all but rules the annotation out (the annotation's
-mistakes, mostly); ``benchmarks/audit.py`` compares this margin with ranking by
-``confidence`` alone. Augmentation is off during the audit (copies of a held-out document must
-not be trained on).
+Candidates are ranked by how little the model believes the annotation, on the words where
+the two readings differ: ``score`` is ``1 - annotation_probability``, the mean over those
+words of ``1 - P(annotation's tag)`` (the "self-confidence" ranking of confident learning;
+words both readings tag alike say nothing about the error, and averaging them in would let a
+one-word boundary slip score a third of a whole-span type swap). ``confidence``, the mean
+probability of the model's own tags over the same words, is kept beside it. A model that
+gives the annotation a fair chance (its own mistakes, mostly) ranks below one that all but
+rules it out (the annotation's mistakes, mostly). ``benchmarks/audit.py`` measured this
+against the margin ``confidence - annotation_probability`` and ``confidence`` alone: with 60
+injected errors, 42 and 47 of them in the top 200 on two seeds, against 37 and 41 by the
+margin. Augmentation is off during the audit (copies of a held-out document must not be
+trained on).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def document_findings(
         findings.append(
             {
                 "kind": AUDIT_KINDS[error.kind],
-                "score": round(confidence - annotation_probability, 4),
+                "score": round(1 - annotation_probability, 4),
                 "confidence": round(confidence, 4),
                 "annotation_probability": round(annotation_probability, 4),
                 "doc_id": row["id"],

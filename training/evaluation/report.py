@@ -487,9 +487,9 @@ def audit_html(summary: dict, findings: Sequence[dict]) -> str:
         "<section><h2>Likely annotation errors</h2>"
         f"<p>{summary['documents']} documents, each predicted by a model trained without it "
         f"({summary['folds']}-fold cross-validation, {_e(summary['model'])}). {len(findings)} candidates "
-        f"({counts}), most likely first: the score is the model's mean probability for its own reading "
-        "minus its mean probability for the annotation's, on the words the two readings tag differently "
-        "(1: sure the annotation is wrong; near 0: torn between the two).</p>"
+        f"({counts}), most likely first: the score is 1 minus the model's mean probability for the "
+        "annotation's tags, on the words the two readings tag differently "
+        "(1: sure the annotation is wrong; 0.5: the annotation as likely as not).</p>"
         + filterable_table(
             "audit",
             ["missing", "extra", "wrong_type", "wrong_boundary"],
