@@ -244,3 +244,20 @@ def test_a_refit_evaluates_nothing_while_training_and_keeps_the_last_epoch(
         load_config(
             "configs/tiny.yaml", overrides=["data.split.refit=true", "training.early_stopping_patience=2"]
         )
+
+
+def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
+    from training.train import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "none") is None
+    for step in (18, 36):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    # Killed while saving step 54: the trainer had written config.json, not yet its state.
+    (tmp_path / "checkpoint-54").mkdir()
+    (tmp_path / "checkpoint-54" / "config.json").write_text("{}")
+    (tmp_path / "checkpoint-x").mkdir()
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-36")
+    assert (tmp_path / "checkpoint-54").exists(), "only removed when asked"
+    assert last_complete_checkpoint(tmp_path, remove_incomplete=True) == str(tmp_path / "checkpoint-36")
+    assert not (tmp_path / "checkpoint-54").exists() and (tmp_path / "checkpoint-18").exists()

@@ -24,7 +24,8 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from training.config import Config, DataConfig, ModelConfig, TrainingConfig
 from training.data.dataset import build_from_config, label_counts
@@ -170,6 +171,26 @@ def plan_notes(dataset, selection: str, final_split: str, refit: bool = False) -
     return notes
 
 
+def last_complete_checkpoint(folder: Path, remove_incomplete: bool = False) -> str | None:
+    """The newest checkpoint in ``folder`` that was saved whole (None: none).
+
+    ``Trainer`` writes ``trainer_state.json`` last, so a run killed while saving leaves a newer
+    checkpoint without it, which ``get_last_checkpoint`` would pick and ``train`` then refuse.
+    With ``remove_incomplete`` such leftovers are removed (the trainer saves that step again).
+    """
+    steps = [
+        (int(path.name.rpartition("-")[2]), path)
+        for path in (folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if folder.is_dir() else [])
+        if path.is_dir() and path.name.rpartition("-")[2].isdigit()
+    ]
+    for _, path in sorted(steps, reverse=True):
+        if (path / TRAINER_STATE_NAME).is_file():
+            return str(path)
+        if remove_incomplete:
+            shutil.rmtree(path)
+    return None
+
+
 def train(config: Config, resume: bool = False) -> TrainResult:
     """Train, evaluate on validation, test and held-out splits, and save the model directory."""
     # Setup: fail early on the output location and the encoder, then join the process group.
@@ -190,7 +211,8 @@ def train(config: Config, resume: bool = False) -> TrainResult:
     trainer, train_windows = build_trainer(
         config.model, model_path, tokenizer, dataset, args, config.training.early_stopping_patience
     )
-    checkpoint = get_last_checkpoint(str(work_dir / "checkpoints")) if resume else None
+    checkpoints = work_dir / "checkpoints"
+    checkpoint = last_complete_checkpoint(checkpoints, remove_incomplete=is_main) if resume else None
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     if not is_main:
         return TrainResult(output_dir=output_dir, metrics={})
